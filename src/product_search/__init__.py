@@ -1,0 +1,4 @@
+"""product-search
+"""
+
+__version__ = "0.1"

