@@ -1,0 +1,48 @@
+"""Wiring of the data_generation pipeline."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import (
+    filter_queries,
+    generate_queries,
+    prepare_products,
+    report_data_quality,
+    split_queries,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                prepare_products,
+                inputs=["raw_products", "params:data_generation"],
+                outputs=["products", "product_report"],
+                name="prepare_products_node",
+            ),
+            Node(
+                generate_queries,
+                inputs=["products", "query_cache", "params:data_generation"],
+                outputs=["generated_queries", "generation_failures"],
+                name="generate_queries_node",
+            ),
+            Node(
+                filter_queries,
+                inputs=["generated_queries", "products", "params:data_generation"],
+                outputs=["queries", "query_report"],
+                name="filter_queries_node",
+            ),
+            Node(
+                split_queries,
+                inputs=["queries", "params:data_generation"],
+                outputs=["train_pairs", "test_queries"],
+                name="split_queries_node",
+            ),
+            Node(
+                report_data_quality,
+                inputs=["product_report", "query_report", "generation_failures"],
+                outputs="data_quality",
+                name="report_data_quality_node",
+            ),
+        ]
+    )
