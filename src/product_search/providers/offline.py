@@ -118,6 +118,8 @@ def _query(product: pd.Series, query_type: str, rng: random.Random) -> str:
         + _found(full_text, COLOURS)
         + [m.group(0).lower() for m in SIZE_PATTERN.finditer(full_text)]
     )
+    # "cordless cordless leaf blower" reads like a bug, not a shopper.
+    attributes = [a for a in dict.fromkeys(attributes) if a not in noun]
     if query_type == "specific":
         model_words = [w for w in _words(title) if any(c.isdigit() for c in w)]
         parts = [brand.lower(), noun, *model_words[: rng.randint(0, 1)]]

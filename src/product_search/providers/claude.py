@@ -1,0 +1,528 @@
+"""Claude writes the shopper queries: one forced tool call per product.
+
+Each product costs one Messages API call (plus retries). Answers are cached by
+(model, prompt version, query count, query types, product text) and written as
+soon as they arrive, so a rerun, or a run after a crash, asks only for what is
+missing. Changing ``PROMPT_TEMPLATE`` or ``QUERY_TYPE_GUIDE`` therefore means
+bumping ``prompt_version`` in the parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import anthropic
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from tenacity import (
+    Retrying,
+    before_sleep_log,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from product_search.datasets.answer_cache import AnswerCache
+from product_search.providers import FAILURE_COLUMNS, QueryGenerationError
+
+logger = logging.getLogger(__name__)
+
+PROVIDER = "claude"
+TOOL_NAME = "record_queries"
+PRODUCT_COLUMNS = ["product_id", "title", "brand", "category", "price", "description"]
+OUTPUT_COLUMNS = ["product_id", "query", "query_type", "provider", "model"]
+MAX_RETRY_WAIT_S = 60.0
+
+QUERY_TYPE_GUIDE = {
+    "specific": (
+        "the shopper already knows what they want and names it: the brand, "
+        "product line or model (e.g. 'lodge 10 inch cast iron skillet')"
+    ),
+    "general": (
+        "the broad category a shopper types while still browsing, without "
+        "brand or model (e.g. 'frying pan', 'running shoes')"
+    ),
+    "need_based": (
+        "the problem, situation or recipient the product is for, not the "
+        "product itself (e.g. 'gift for someone who loves cooking', "
+        "'shoes for a rainy hike')"
+    ),
+    "attribute_focused": (
+        "a concrete attribute the shopper filters on, such as material, size, "
+        "colour, capacity or a feature (e.g. '12 inch nonstick pan oven safe')"
+    ),
+}
+
+PROMPT_TEMPLATE = """\
+You are helping to build the search engine of an online store. Write \
+{count} realistic search queries that different shoppers would type into the \
+store's search box when this product is exactly what they are looking for.
+
+<product>
+Title: {title}
+Brand: {brand}
+Category: {category}
+Price: {price}
+Description: {description}
+</product>
+
+Spread the {count} queries over these query types, as evenly as the count \
+allows:
+{query_types}
+
+Write the way shoppers type: short (usually 2 to 8 words), lowercase, no \
+quotation marks, no numbering. Use the words a shopper would use rather than \
+copying the title. Every query must be different, and only specific queries \
+may name the brand or model.
+
+Record exactly {count} queries with the {tool_name} tool."""
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+    query: str = Field(min_length=1)
+    query_type: str
+
+
+class _Answer(BaseModel):
+    queries: list[_Query] = Field(min_length=1)
+
+
+class _MalformedAnswerError(Exception):
+    """Claude answered, but not with a usable ``record_queries`` call."""
+
+
+class _RunStoppedError(Exception):
+    """Another product hit a fatal error, or the user pressed Ctrl-C."""
+
+
+@dataclass
+class _Outcome:
+    """What asking Claude about one product gave, and what it cost."""
+
+    queries: list[dict[str, str]] | None = None
+    error: str | None = None
+    stopped: bool = False
+    attempts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass
+class _Totals:
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    failures: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def generate_with_claude(
+    products: pd.DataFrame,
+    cache: AnswerCache,
+    *,
+    queries_per_product: int,
+    query_types: list[str],
+    model: str,
+    prompt_version: str,
+    max_tokens: int,
+    max_concurrency: int,
+    max_retries: int,
+    timeout_s: float,
+    price_per_mtok: dict[str, float],
+    client: anthropic.Anthropic | None = None,
+    retry_wait_s: float = 1.0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Ask Claude for ``queries_per_product`` shopper queries per product.
+
+    Rate limits, overload, 5xx, timeouts and malformed answers are retried with
+    exponential backoff; a product that still fails goes to the failures frame
+    and the run goes on. A rejected key or unknown model stops the run with a
+    ``QueryGenerationError``. Without ``client``, one is built from the
+    environment (``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``), and only when
+    some product is not cached yet. There is no temperature: API version
+    2026-10-21, which anthropic>=2 sends, rejects sampling parameters.
+
+    Returns:
+        (queries with columns ``product_id, query, query_type, provider,
+        model``; failures with columns ``product_id, error, attempts``)
+    """
+    _check_arguments(
+        products, query_types, queries_per_product, max_concurrency, max_retries
+    )
+    prices = _check_prices(price_per_mtok)
+    records = products.to_dict("records")
+    answers: dict[int, list[dict[str, str]]] = {}
+    to_ask: list[tuple[int, dict[str, Any], str]] = []
+    for position, product in enumerate(records):
+        key = AnswerCache.key(
+            model,
+            prompt_version,
+            str(queries_per_product),
+            ",".join(query_types),
+            str(product["text"]),
+        )
+        cached = cache.get(key)
+        if cached is None:
+            to_ask.append((position, product, key))
+        else:
+            answers[position] = cached["queries"]
+    cached_hits = len(answers)
+
+    totals = _Totals()
+    if to_ask:
+        ask = partial(
+            _ask_claude,
+            client=client or _client_from_environment(timeout_s),
+            cache=cache,
+            request={
+                "model": model,
+                "max_tokens": max_tokens,
+                "tools": [_record_queries_tool(query_types, queries_per_product)],
+                "tool_choice": {"type": "tool", "name": TOOL_NAME},
+            },
+            query_types=query_types,
+            queries_per_product=queries_per_product,
+            max_retries=max_retries,
+            retry_wait_s=retry_wait_s,
+        )
+        _ask_all(ask, to_ask, max_concurrency, answers, totals)
+
+    queries = pd.DataFrame(
+        [
+            {
+                "product_id": str(records[position]["product_id"]),
+                "query": query["query"],
+                "query_type": query["query_type"],
+                "provider": PROVIDER,
+                "model": model,
+            }
+            for position in sorted(answers)
+            for query in answers[position]
+        ],
+        columns=OUTPUT_COLUMNS,
+    )
+    failures = pd.DataFrame(
+        [totals.failures[position] for position in sorted(totals.failures)],
+        columns=FAILURE_COLUMNS,
+    ).astype({"attempts": "int64"})
+    cost = (
+        totals.input_tokens * prices["input"] + totals.output_tokens * prices["output"]
+    ) / 1e6
+    logger.info(
+        "Claude (%s): %d products, %d answered from the cache, %d asked in %d API "
+        "calls, %d failed; %d input + %d output tokens, estimated cost $%.4f.",
+        model,
+        len(records),
+        cached_hits,
+        len(to_ask),
+        totals.calls,
+        len(failures),
+        totals.input_tokens,
+        totals.output_tokens,
+        cost,
+    )
+    if len(failures):
+        first = failures.iloc[0]
+        logger.warning(
+            "Claude gave no usable queries for %d products (e.g. %s: %s).",
+            len(failures),
+            first["product_id"],
+            first["error"],
+        )
+    return queries, failures
+
+
+def _check_arguments(
+    products: pd.DataFrame,
+    query_types: list[str],
+    queries_per_product: int,
+    max_concurrency: int,
+    max_retries: int,
+) -> None:
+    missing = [c for c in [*PRODUCT_COLUMNS, "text"] if c not in products.columns]
+    if missing:
+        raise ValueError(
+            f"products lacks the column(s) {missing} that the Claude prompt needs."
+        )
+    unknown = [t for t in query_types if t not in QUERY_TYPE_GUIDE]
+    if unknown or not query_types:
+        raise ValueError(
+            f"Unknown or no query types {unknown or query_types}: choose from "
+            f"{list(QUERY_TYPE_GUIDE)}."
+        )
+    if queries_per_product < 1 or max_concurrency < 1 or max_retries < 0:
+        raise ValueError(
+            "queries_per_product and max_concurrency must be at least 1 and "
+            f"max_retries at least 0, got {queries_per_product}, "
+            f"{max_concurrency} and {max_retries}."
+        )
+
+
+def _check_prices(price_per_mtok: dict[str, float]) -> dict[str, float]:
+    if not {"input", "output"} <= set(price_per_mtok):
+        raise ValueError(
+            "price_per_mtok needs 'input' and 'output' (USD per million tokens), "
+            f"got {sorted(price_per_mtok)}."
+        )
+    return {kind: float(price_per_mtok[kind]) for kind in ("input", "output")}
+
+
+def _client_from_environment(timeout_s: float) -> anthropic.Anthropic:
+    """The SDK client, with its own retries off because we retry per product."""
+    try:
+        client = anthropic.Anthropic(max_retries=0, timeout=timeout_s)
+    except (anthropic.AnthropicError, ValueError) as error:
+        raise QueryGenerationError(
+            f"Could not set up the Claude client: {error}"
+        ) from None
+    if client.api_key is None and client.auth_token is None and not client.credentials:
+        raise QueryGenerationError(
+            "No Claude credentials found: set ANTHROPIC_API_KEY, or set "
+            "data_generation.provider to offline."
+        )
+    return client
+
+
+def _record_queries_tool(query_types: list[str], count: int) -> dict[str, Any]:
+    return {
+        "name": TOOL_NAME,
+        "description": (
+            f"Record the {count} shopper search queries written for the product."
+        ),
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "queries": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "query": {
+                                "type": "string",
+                                "minLength": 1,
+                                "description": "What the shopper types.",
+                            },
+                            "query_type": {"type": "string", "enum": query_types},
+                        },
+                        "required": ["query", "query_type"],
+                    },
+                }
+            },
+            "required": ["queries"],
+        },
+    }
+
+
+def build_prompt(
+    product: dict[str, Any], queries_per_product: int, query_types: list[str]
+) -> str:
+    """The user message for one product (a prepared ``products`` row)."""
+    price = product["price"]
+    return PROMPT_TEMPLATE.format(
+        count=queries_per_product,
+        title=_shown(product["title"]),
+        brand=_shown(product["brand"]),
+        category=_shown(product["category"]),
+        price="not given" if pd.isna(price) else f"{float(price):.2f}",
+        description=_shown(product["description"]),
+        query_types="\n".join(f"- {t}: {QUERY_TYPE_GUIDE[t]}" for t in query_types),
+        tool_name=TOOL_NAME,
+    )
+
+
+def _shown(value: Any) -> str:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return "not given"
+    return str(value).strip() or "not given"
+
+
+def _ask_all(
+    ask: partial[_Outcome],
+    to_ask: list[tuple[int, dict[str, Any], str]],
+    max_concurrency: int,
+    answers: dict[int, list[dict[str, str]]],
+    totals: _Totals,
+) -> None:
+    """Ask for every product, ``max_concurrency`` at a time, into the totals."""
+    progress_every = max(1, len(to_ask) // 10)
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_concurrency, thread_name_prefix="claude") as pool:
+        futures = {
+            pool.submit(ask, product, key, stop): (position, product["product_id"])
+            for position, product, key in to_ask
+        }
+        try:
+            for done, future in enumerate(as_completed(futures), start=1):
+                outcome = future.result()
+                if outcome.stopped:
+                    # The fatal error that stopped it is raised by its own future.
+                    continue
+                position, product_id = futures[future]
+                totals.calls += outcome.attempts
+                totals.input_tokens += outcome.input_tokens
+                totals.output_tokens += outcome.output_tokens
+                if outcome.queries is None:
+                    totals.failures[position] = {
+                        "product_id": str(product_id),
+                        "error": outcome.error,
+                        "attempts": outcome.attempts,
+                    }
+                else:
+                    answers[position] = outcome.queries
+                if done % progress_every == 0:
+                    logger.info("Claude: %d/%d products done.", done, len(to_ask))
+        except BaseException:
+            # A fatal error or Ctrl-C: ask nothing more; answers already
+            # received are in the cache.
+            stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+def _ask_claude(
+    product: dict[str, Any],
+    key: str,
+    stop: threading.Event,
+    *,
+    client: anthropic.Anthropic,
+    cache: AnswerCache,
+    request: dict[str, Any],
+    query_types: list[str],
+    queries_per_product: int,
+    max_retries: int,
+    retry_wait_s: float,
+) -> _Outcome:
+    """One product: call, validate, retry what is transient, cache the answer."""
+    outcome = _Outcome()
+    prompt = build_prompt(product, queries_per_product, query_types)
+
+    def attempt() -> list[dict[str, str]]:
+        if stop.is_set():
+            raise _RunStoppedError
+        outcome.attempts += 1
+        message = client.messages.create(
+            **request, messages=[{"role": "user", "content": prompt}]
+        )
+        outcome.input_tokens += message.usage.input_tokens
+        outcome.output_tokens += message.usage.output_tokens
+        return _parse_answer(
+            message, query_types, queries_per_product, request["max_tokens"]
+        )
+
+    retrying = Retrying(
+        retry=retry_if_exception(_is_transient),
+        stop=stop_after_attempt(max_retries + 1),
+        wait=wait_exponential(
+            multiplier=retry_wait_s, max=max(MAX_RETRY_WAIT_S, retry_wait_s)
+        ),
+        before_sleep=before_sleep_log(logger, logging.DEBUG),
+        reraise=True,
+    )
+    try:
+        outcome.queries = retrying(attempt)
+    except _RunStoppedError:
+        outcome.stopped = True
+        return outcome
+    except anthropic.APIStatusError as error:
+        fatal = _fatal_message(error, request["model"])
+        if fatal:
+            stop.set()
+            raise QueryGenerationError(fatal) from None
+        outcome.error = _describe(error)
+        return outcome
+    except (anthropic.APIConnectionError, _MalformedAnswerError) as error:
+        outcome.error = _describe(error)
+        return outcome
+    cache.put(
+        key,
+        {
+            "queries": outcome.queries,
+            "usage": {
+                "input_tokens": outcome.input_tokens,
+                "output_tokens": outcome.output_tokens,
+            },
+        },
+    )
+    return outcome
+
+
+def _parse_answer(
+    message: anthropic.types.Message,
+    query_types: list[str],
+    queries_per_product: int,
+    max_tokens: int,
+) -> list[dict[str, str]]:
+    """The validated queries of a ``record_queries`` call, at most the count asked."""
+    if message.stop_reason == "max_tokens":
+        raise _MalformedAnswerError(f"the answer was cut off at {max_tokens} tokens")
+    call = next(
+        (
+            block
+            for block in message.content
+            if block.type == "tool_use" and block.name == TOOL_NAME
+        ),
+        None,
+    )
+    if call is None:
+        raise _MalformedAnswerError(f"no {TOOL_NAME} tool call in the answer")
+    try:
+        answer = _Answer.model_validate(call.input)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}"
+            for problem in error.errors()[:3]
+        )
+        raise _MalformedAnswerError(problems) from None
+    unknown = sorted({q.query_type for q in answer.queries} - set(query_types))
+    if unknown:
+        raise _MalformedAnswerError(f"unknown query type(s) {unknown}")
+    return [q.model_dump() for q in answer.queries[:queries_per_product]]
+
+
+def _is_transient(error: BaseException) -> bool:
+    """Worth another try: rate limits, overload, 5xx, timeouts, bad answers."""
+    if isinstance(error, anthropic.APIStatusError):
+        return error.status_code in (408, 429) or error.status_code >= 500
+    return isinstance(error, (anthropic.APIConnectionError, _MalformedAnswerError))
+
+
+def _fatal_message(error: anthropic.APIStatusError, model: str) -> str | None:
+    """One sentence for an error that no product can get past, else None."""
+    status = f"{error.status_code} {error.type or 'error'}"
+    messages = {
+        401: f"Claude rejected the API key ({status}): check ANTHROPIC_API_KEY.",
+        402: (
+            f"Claude refused the request for billing reasons ({status}): "
+            f"{error.api_message or 'check the account'}."
+        ),
+        403: (
+            f"Claude denied access ({status}): check that the API key may use "
+            f"the model {model!r}."
+        ),
+        404: (
+            f"Claude does not know the model {model!r} ({status}): check "
+            "data_generation.claude.model (and ANTHROPIC_BASE_URL if set)."
+        ),
+    }
+    return messages.get(error.status_code)
+
+
+def _describe(error: Exception) -> str:
+    """The reason recorded in the failures frame."""
+    if isinstance(error, _MalformedAnswerError):
+        return f"malformed answer: {error}"
+    if isinstance(error, anthropic.APITimeoutError):
+        return "request timed out"
+    if isinstance(error, anthropic.APIConnectionError):
+        return f"connection error: {error.__cause__ or error}"
+    if isinstance(error, anthropic.APIStatusError):
+        detail = error.api_message or error.message
+        return f"{error.status_code} {error.type or 'error'}: {detail}"
+    return str(error)

@@ -1,0 +1,261 @@
+"""data_generation nodes on tiny hand-made catalogs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from kedro_datasets.pandas import CSVDataset
+
+from product_search.datasets import AnswerCache
+from product_search.pipelines.data_generation import nodes
+from product_search.providers import QueryGenerationError
+
+CONF = Path(__file__).parents[3] / "conf" / "base"
+
+
+@pytest.fixture
+def params() -> dict:
+    with open(CONF / "parameters_data_generation.yml") as f:
+        loaded = yaml.safe_load(f)["data_generation"]
+    loaded["provider"] = "offline"
+    return loaded
+
+
+@pytest.fixture
+def raw() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "sku": ["A1", "A2", "A2", "A3", "", "A5"],
+            "name": ["Caf\u00c3\u00a9 Mug", "<b>Chef</b> Knife &amp; Sheath", "Dup",
+                     "   ", "No id", "Trail   Boots"],  # fmt: skip
+            "maker": ["Kitchora", None, "X", "Y", "Z", "TrailPeak"],
+            "kind": ["kitchen", "kitchen", "x", "y", "z", "footwear"],
+            "cost": ["$12.50", "1,299.00", "1", "2", "3", "n/a"],
+            "about": ["Stoneware mug,<br>350 ml.", float("nan"), "", "", "", "Leather."],
+        }
+    )
+
+
+MAPPING = {"product_id": "sku", "title": "name", "brand": "maker",
+           "category": "kind", "price": "cost", "description": "about"}  # fmt: skip
+
+
+def test_prepare_maps_columns_cleans_text_and_counts_every_drop(raw, params):
+    params["columns"] = MAPPING
+    products, report = nodes.prepare_products(raw, params)
+
+    assert products["product_id"].tolist() == ["A1", "A2", "A5"]
+    # mojibake repaired, HTML tags and entities stripped, whitespace collapsed
+    assert products["title"].tolist() == ["Café Mug", "Chef Knife & Sheath", "Trail Boots"]
+    assert products.loc[0, "description"] == "Stoneware mug, 350 ml."
+    assert products["price"].tolist()[:2] == [12.5, 1299.0]
+    assert pd.isna(products.loc[2, "price"])
+    assert products.loc[1, "brand"] == ""  # NaN becomes empty, never "nan"
+    assert products.loc[0, "text"] == (
+        "Café Mug. Brand: Kitchora. Category: kitchen. Stoneware mug, 350 ml."
+    )
+    assert report["input_rows"] == 6
+    assert report["kept_products"] == 3
+    assert report["dropped"] == {"empty_id": 1, "empty_title": 1, "duplicate_id": 1}
+    assert report["missing"] == {"brand": 1, "category": 0, "description": 1, "price": 1}
+    assert report["repaired"]["text_repaired"] == 1
+    assert report["repaired"]["html_stripped"] == 2
+
+
+def test_prepare_names_every_missing_column(raw, params):
+    params["columns"] = {**MAPPING, "title": "product_name", "price": "price_usd"}
+    with pytest.raises(ValueError, match=r"'product_name' \(for title\), 'price_usd'"):
+        nodes.prepare_products(raw, params)
+
+
+def test_optional_column_can_be_left_unmapped(raw, params):
+    params["columns"] = {**MAPPING, "brand": None}
+    products, report = nodes.prepare_products(raw, params)
+    assert (products["brand"] == "").all()
+    assert report["missing"]["brand"] == 3
+
+
+def test_zero_rows_is_a_clear_error(params):
+    empty = pd.DataFrame(columns=list(MAPPING))
+    with pytest.raises(ValueError, match="has no rows"):
+        nodes.prepare_products(empty, params)
+
+
+def test_no_usable_product_is_a_clear_error(params):
+    raw = pd.DataFrame({"product_id": ["1", "2"], "title": ["", " "], "brand": "",
+                        "category": "", "price": "", "description": ""})  # fmt: skip
+    with pytest.raises(ValueError, match="both an id and a title"):
+        nodes.prepare_products(raw, params)
+
+
+def test_text_respects_the_length_budget(raw, params):
+    params["columns"] = MAPPING
+    params["text_max_chars"] = 20
+    products, report = nodes.prepare_products(raw, params)
+    assert products["text"].str.len().max() <= 20
+    assert products.loc[0, "text"] == "Café Mug. Brand:"  # cut at a word boundary
+    assert report["text_truncated"] == 3
+
+
+def test_non_utf8_catalog_loads_and_is_reported(tmp_path, params):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(
+        b"product_id,title,brand,category,price,description\n"
+        b"1,Caf\xe9 Table,Oakly,home,99,Solid oak\n2,Lamp,Lumo,home,20,Brass lamp\n"
+    )
+    # the same load arguments as `raw_products` in conf/base/catalog.yml
+    with open(CONF / "catalog.yml") as f:
+        load_args = yaml.safe_load(f)["raw_products"]["load_args"]
+    raw = CSVDataset(filepath=str(path), load_args=load_args).load()
+    products, report = nodes.prepare_products(raw, params)
+    assert products["title"].tolist() == ["Caf Table", "Lamp"]
+    assert report["repaired"]["undecodable_text"] == 1
+
+
+def test_offline_queries_are_deterministic_and_cycle_types(tiny_products, params):
+    cache = AnswerCache("unused")
+    first, failures = nodes.generate_queries(tiny_products, cache, params)
+    again, _ = nodes.generate_queries(tiny_products, cache, params)
+
+    pd.testing.assert_frame_equal(first, again)
+    assert failures.empty
+    assert list(first.columns) == ["query_id", "product_id", "query", "query_type",
+                                   "provider", "model"]  # fmt: skip
+    assert len(first) == 6 * 4
+    assert first["query_id"].is_unique
+    assert first.groupby("product_id")["query_type"].apply(list).iloc[0] == [
+        "specific", "general", "need_based", "attribute_focused"]  # fmt: skip
+    assert (first["provider"] == "offline").all()
+    p3 = first[first["product_id"] == "p3"].set_index("query_type")["query"]
+    assert p3["specific"] == "merrell waterproof hiking boots"
+    assert "waterproof" in p3["attribute_focused"]
+
+
+def test_queries_per_product_and_types_are_parameters(tiny_products, params):
+    params.update(queries_per_product=2, query_types=["general"])
+    queries, _ = nodes.generate_queries(tiny_products, AnswerCache("unused"), params)
+    assert len(queries) == 12
+    assert set(queries["query_type"]) == {"general"}
+
+
+def test_offline_rejects_types_it_cannot_write(tiny_products, params):
+    params["query_types"] = ["comparison"]
+    with pytest.raises(ValueError, match="does not know the query type"):
+        nodes.generate_queries(tiny_products, AnswerCache("unused"), params)
+
+
+def test_auto_without_a_key_falls_back_to_offline_with_a_warning(
+    tiny_products, params, monkeypatch, caplog
+):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    params["provider"] = "auto"
+    with caplog.at_level(logging.WARNING):
+        queries, _ = nodes.generate_queries(tiny_products, AnswerCache("x"), params)
+    assert (queries["provider"] == "offline").all()
+    assert "ANTHROPIC_API_KEY is not set" in caplog.text
+
+
+def test_unknown_provider_is_refused(tiny_products, params):
+    params["provider"] = "gpt"
+    with pytest.raises(ValueError, match="Unknown query provider 'gpt'"):
+        nodes.generate_queries(tiny_products, AnswerCache("x"), params)
+
+
+def _fake_claude(failed_ids):
+    def fake(products, cache, **kwargs):
+        ok = products[~products["product_id"].isin(failed_ids)]
+        queries = pd.DataFrame({"product_id": ok["product_id"], "query": "a query",
+                                "query_type": "general", "provider": "claude",
+                                "model": kwargs["model"]})  # fmt: skip
+        failures = pd.DataFrame({"product_id": failed_ids, "error": "malformed",
+                                 "attempts": 3})  # fmt: skip
+        return queries, failures
+
+    return fake
+
+
+def test_claude_failures_under_the_threshold_let_the_run_go_on(
+    tiny_products, params, monkeypatch
+):
+    from product_search.providers import claude  # noqa: PLC0415
+
+    monkeypatch.setattr(claude, "generate_with_claude", _fake_claude(["p2"]))
+    params.update(provider="claude")
+    params["claude"]["max_failure_rate"] = 0.2  # 1 of 6 = 16.7%
+    queries, failures = nodes.generate_queries(tiny_products, AnswerCache("x"), params)
+    assert len(queries) == 5
+    assert failures["product_id"].tolist() == ["p2"]
+
+
+def test_claude_failures_over_the_threshold_stop_the_run(
+    tiny_products, params, monkeypatch
+):
+    from product_search.providers import claude  # noqa: PLC0415
+
+    monkeypatch.setattr(claude, "generate_with_claude", _fake_claude(["p2", "p4"]))
+    params.update(provider="claude")
+    params["claude"]["max_failure_rate"] = 0.2  # 2 of 6 = 33.3%
+    with pytest.raises(QueryGenerationError, match=r"2 of 6 products \(33.3%"):
+        nodes.generate_queries(tiny_products, AnswerCache("x"), params)
+
+
+def test_filter_counts_each_cause(tiny_products, params):
+    generated = pd.DataFrame(
+        {
+            "query_id": [f"q{i}" for i in range(8)],
+            "product_id": ["p1", "p1", "p2", "p3", "p4", "p5", "p6", "zz"],
+            "query": ['  "Cast IRON pan"  ', "", "ab", "word " * 25,
+                      "cast iron pan", "toy to keep dogs busy", "Wireless Earbuds!",
+                      "orphan query"],  # fmt: skip
+        }
+    )
+    kept, report = nodes.filter_queries(generated, tiny_products, params)
+    assert kept["query"].tolist() == ["cast iron pan", "toy to keep dogs busy"]
+    assert report["dropped"] == {"unknown_product": 1, "empty": 1, "too_short": 1,
+                                 "too_long": 1, "repeats_title": 1,
+                                 "duplicate": 1}  # fmt: skip
+    assert report["input_queries"] == 8
+    assert report["kept_queries"] == 2
+
+
+def _queries(n_products: int, per_product: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(f"p{p}-q{i}", f"query {p} {i}", f"p{p}")
+         for p in range(n_products) for i in range(per_product)],
+        columns=["query_id", "query", "product_id"],
+    )  # fmt: skip
+
+
+def test_split_by_query_is_80_20_and_seeded(params):
+    queries = _queries(25, 4)
+    train, test = nodes.split_queries(queries, params)
+    again, _ = nodes.split_queries(queries, params)
+    assert (len(train), len(test)) == (80, 20)
+    assert set(train["query_id"]).isdisjoint(test["query_id"])
+    pd.testing.assert_frame_equal(train, again)
+    params["split"]["seed"] = 7
+    other, _ = nodes.split_queries(queries, params)
+    assert set(other["query_id"]) != set(train["query_id"])
+
+
+def test_split_by_product_keeps_test_products_out_of_training(params):
+    params["split"]["split_by"] = "product"
+    train, test = nodes.split_queries(_queries(25, 4), params)
+    assert (len(train), len(test)) == (80, 20)
+    assert set(train["product_id"]).isdisjoint(test["product_id"])
+    assert test["product_id"].nunique() == 5
+
+
+@pytest.mark.parametrize(
+    ("split", "message"),
+    [({"test_size": 1.5}, "between 0 and 1"), ({"split_by": "brand"}, "'query' or"),
+     ({"test_size": 0.01}, "both sides non-empty")],  # fmt: skip
+)
+def test_bad_split_parameters_are_refused(params, split, message):
+    params["split"].update(split)
+    with pytest.raises(ValueError, match=message):
+        nodes.split_queries(_queries(5, 2), params)

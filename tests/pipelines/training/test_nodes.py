@@ -1,0 +1,173 @@
+"""Fine-tuning on tiny data with the real all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from product_search.pipelines.training import nodes
+
+CONF = Path(__file__).parents[3] / "conf" / "base"
+MATERIALS = ["oak wood", "stainless steel", "clear glass", "organic cotton",
+             "full grain leather", "recycled plastic", "bamboo", "wool"]  # fmt: skip
+
+
+@pytest.fixture
+def params() -> dict:
+    with open(CONF / "parameters_training.yml") as f:
+        loaded = yaml.safe_load(f)["training"]
+    loaded.update(epochs=1, batch_size=8, max_seq_length=32, device="cpu")
+    return loaded
+
+
+@pytest.fixture
+def products() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "product_id": [f"p{i}" for i in range(len(MATERIALS))],
+            "text": [f"Storage box made of {m}, 20 litres" for m in MATERIALS],
+        }
+    )
+
+
+@pytest.fixture
+def pairs() -> pd.DataFrame:
+    rows = [
+        (f"q{i}-{j}", template.format(m=m), f"p{i}")
+        for i, m in enumerate(MATERIALS)
+        for j, template in enumerate(["{m} box", "storage in {m}"])
+    ]
+    return pd.DataFrame(rows, columns=["query_id", "query", "product_id"])
+
+
+def _epoch_mean_loss(history: dict, epoch: int) -> float:
+    return float(np.mean([e["loss"] for e in history["loss_by_step"]
+                          if epoch - 1 < e["epoch"] <= epoch]))  # fmt: skip
+
+
+def test_fine_tuned_model_differs_normalised_384d_and_loss_goes_down(
+    pairs, products, base_model, params
+):
+    params.update(epochs=3, learning_rate=1e-4)
+    model, history = nodes.train_model(pairs, products, base_model, params)
+
+    query = ["oak wood box"]
+    tuned = model.encode(query, normalize_embeddings=True)
+    base = base_model.encode(query, normalize_embeddings=True)
+    assert tuned.shape == (1, 384)
+    assert np.linalg.norm(tuned) == pytest.approx(1.0, abs=1e-5)
+    assert np.abs(tuned - base).max() > 1e-3
+    assert model is not base_model  # the input model is left untouched
+    assert history["steps"] == 6  # 16 pairs / batch 8 x 3 epochs
+    assert _epoch_mean_loss(history, 3) < _epoch_mean_loss(history, 1)
+    assert history["train_pairs"] == 16
+    assert history["parameters"]["learning_rate"] == 1e-4
+    assert history["pairs_per_s"] > 0
+
+
+def test_training_is_reproducible(pairs, products, base_model, params):
+    first, _ = nodes.train_model(pairs, products, base_model, params)
+    second, _ = nodes.train_model(pairs, products, base_model, params)
+    texts = ["bamboo box", products["text"][0]]
+    np.testing.assert_allclose(first.encode(texts), second.encode(texts), atol=1e-5)
+
+
+def test_cached_mnrl_trains(pairs, products, base_model, params):
+    params.update(loss="cached_mnrl", batch_size=16, mini_batch_size=4)
+    model, history = nodes.train_model(pairs, products, base_model, params)
+    assert history["steps"] == 1
+    assert model.encode(["wool box"]).shape == (1, 384)
+
+
+def test_matryoshka_truncated_embeddings_still_rank(pairs, products, base_model, params):
+    params.update(epochs=2, learning_rate=1e-4)
+    params["matryoshka"] = {"enabled": True, "dims": [384, 64]}
+    model, history = nodes.train_model(pairs, products, base_model, params)
+    assert history["steps"] == 4
+    queries = model.encode(pairs["query"].tolist(), truncate_dim=64,
+                           normalize_embeddings=True)  # fmt: skip
+    docs = model.encode(products["text"].tolist(), truncate_dim=64,
+                        normalize_embeddings=True)  # fmt: skip
+    assert queries.shape[1] == 64
+    top1 = (queries @ docs.T).argmax(axis=1)
+    expected = pairs["product_id"].str[1:].astype(int).to_numpy()
+    assert (top1 == expected).mean() >= 0.75
+
+
+def test_hard_negatives_are_mined_into_the_training_set(pairs, products, base_model,
+                                                         params):  # fmt: skip
+    params["hard_negatives"] = {"enabled": True, "num_negatives": 1, "range_min": 0,
+                                "range_max": 4, "margin": 0.0}  # fmt: skip
+    _, history = nodes.train_model(pairs, products, base_model, params)
+    # every pair got one negative: a (query, positive, negative) triplet
+    assert history["train_pairs"] == 16
+    assert history["steps"] == 2
+
+
+def test_hard_negative_dataset_has_a_negative_column(pairs, products, base_model):
+    from datasets import Dataset  # noqa: PLC0415
+
+    dataset = Dataset.from_dict({"anchor": pairs["query"].tolist(),
+                                 "positive": pairs["product_id"].map(
+                                     products.set_index("product_id")["text"]).tolist()})  # fmt: skip
+    mined = nodes._with_hard_negatives(
+        dataset, base_model, products["text"].tolist(),
+        {"num_negatives": 1, "range_min": 0, "range_max": 4, "margin": 0.0},
+    )  # fmt: skip
+    assert mined.column_names == ["anchor", "positive", "negative_1"]
+    assert all(n != p for n, p in zip(mined["negative_1"], mined["positive"], strict=True))
+
+
+def test_no_training_pairs_is_a_clear_error(products, base_model, params):
+    empty = pd.DataFrame(columns=["query_id", "query", "product_id"])
+    with pytest.raises(ValueError, match="no training pairs"):
+        nodes.train_model(empty, products, base_model, params)
+
+
+def test_unknown_products_and_duplicates_are_dropped_and_counted(pairs, products,
+                                                                 caplog):  # fmt: skip
+    extra = pd.DataFrame(
+        [("x1", "mystery box", "gone"), ("x2", "oak wood box", "p0"), ("x3", " ", "p1")],
+        columns=["query_id", "query", "product_id"],
+    )
+    with caplog.at_level(logging.WARNING):
+        used, report = nodes.training_pairs(pd.concat([pairs, extra]), products)
+    assert report == {"input_pairs": 19, "unknown_product": 1, "empty_query": 1,
+                      "duplicate_pair": 1, "used_pairs": 16}  # fmt: skip
+    assert len(used) == 16
+    assert "1 training pairs whose product id is not in the catalog" in caplog.text
+
+
+def test_only_unknown_products_is_a_clear_error(products):
+    orphans = pd.DataFrame({"query_id": ["a"], "query": ["q"], "product_id": ["zz"]})
+    with pytest.raises(ValueError, match="No usable training pair"):
+        nodes.training_pairs(orphans, products)
+
+
+def test_over_long_texts_are_truncated_and_counted(pairs, products, base_model, params):
+    products = products.assign(text=products["text"] + " word" * 40)
+    params["max_seq_length"] = 16
+    _, history = nodes.train_model(pairs, products, base_model, params)
+    assert history["pairs"]["truncated_products"] == 8
+
+
+def test_device_is_chosen_automatically_or_named(monkeypatch):
+    assert nodes.choose_device("cuda") == "cuda"
+    monkeypatch.setattr(nodes.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(nodes.torch.backends.mps, "is_available", lambda: False)
+    assert nodes.choose_device("auto") == "cpu"
+    monkeypatch.setattr(nodes.torch.backends.mps, "is_available", lambda: True)
+    assert nodes.choose_device("auto") == "mps"
+    monkeypatch.setattr(nodes.torch.cuda, "is_available", lambda: True)
+    assert nodes.choose_device("auto") == "cuda"
+
+
+def test_unknown_loss_is_refused(pairs, products, base_model, params):
+    params["loss"] = "triplet"
+    with pytest.raises(ValueError, match="Unknown loss 'triplet'"):
+        nodes.train_model(pairs, products, base_model, params)
