@@ -103,11 +103,7 @@ def answer_each(products, broken=None):
 
 def expected_rows(product_ids):
     return pd.DataFrame(
-        [
-            (pid, f"{pid} {t}", t, "claude", MODEL)
-            for pid in product_ids
-            for t in TYPES
-        ],
+        [(pid, f"{pid} {t}", t, "claude", MODEL) for pid in product_ids for t in TYPES],
         columns=["product_id", "query", "query_type", "provider", "model"],
     )
 
@@ -115,9 +111,7 @@ def expected_rows(product_ids):
 def test_request_asks_for_the_count_with_a_forced_tool(
     claude_api, claude_client, cache, tiny_products
 ):
-    route = claude_api.post("/v1/messages").mock(
-        side_effect=answer_each(tiny_products)
-    )
+    route = claude_api.post("/v1/messages").mock(side_effect=answer_each(tiny_products))
 
     run(tiny_products.head(1), cache, claude_client, queries_per_product=3)
 
@@ -176,9 +170,7 @@ def test_prompt_shows_only_the_requested_types_and_a_missing_price(
 def test_good_answers_become_rows_in_product_order(
     claude_api, claude_client, cache, tiny_products
 ):
-    route = claude_api.post("/v1/messages").mock(
-        side_effect=answer_each(tiny_products)
-    )
+    route = claude_api.post("/v1/messages").mock(side_effect=answer_each(tiny_products))
 
     queries, failures = run(tiny_products, cache, claude_client, max_concurrency=3)
 
@@ -315,7 +307,7 @@ def test_bad_request_fails_the_product_without_retrying(
     ids=["no-tool-call", "unknown-type", "blank-query", "no-queries", "cut-off"],
 )
 def test_lasting_malformed_answer_is_a_failure_row_and_the_run_goes_on(
-    answer, reason, claude_api, claude_client, cache, tiny_products
+    claude_api, claude_client, cache, tiny_products, *, answer, reason
 ):
     route = claude_api.post("/v1/messages").mock(
         side_effect=answer_each(tiny_products, broken={"p3": answer})
@@ -373,9 +365,7 @@ def test_cached_rerun_makes_no_call_and_needs_no_key(
 def test_cache_keeps_queries_and_usage_and_a_new_prompt_version_misses(
     claude_api, claude_client, cache, tiny_products
 ):
-    route = claude_api.post("/v1/messages").mock(
-        side_effect=answer_each(tiny_products)
-    )
+    route = claude_api.post("/v1/messages").mock(side_effect=answer_each(tiny_products))
     products = tiny_products.head(1)
     run(products, cache, claude_client)
 
@@ -438,7 +428,7 @@ def test_answers_are_cached_as_they_arrive(
     ],
 )
 def test_rejected_key_or_unknown_model_stops_the_run_at_once(
-    status, error_type, expected, claude_api, claude_client, cache, tiny_products
+    claude_api, claude_client, cache, tiny_products, *, status, error_type, expected
 ):
     route = claude_api.post("/v1/messages").mock(
         return_value=api_error(status, error_type)
@@ -475,7 +465,11 @@ def test_missing_credentials_is_a_clear_error(
 ):
     # No key, no profile on disk, no workload identity.
     monkeypatch.setenv("HOME", str(tmp_path))
-    for name in ("ANTHROPIC_CONFIG_DIR", "ANTHROPIC_PROFILE", "ANTHROPIC_IDENTITY_TOKEN"):
+    for name in (
+        "ANTHROPIC_CONFIG_DIR",
+        "ANTHROPIC_PROFILE",
+        "ANTHROPIC_IDENTITY_TOKEN",
+    ):
         monkeypatch.delenv(name, raising=False)
 
     with pytest.raises(QueryGenerationError, match="set ANTHROPIC_API_KEY"):

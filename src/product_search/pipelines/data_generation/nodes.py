@@ -206,7 +206,7 @@ def generate_queries(
             query_types=query_types, prompt_version=params["claude"]["prompt_version"],
             **claude,
         )  # fmt: skip
-        rate = len(failures) / len(products)
+        rate = len(failures) / max(len(products), 1)
         if rate > max_failure_rate:
             examples = "; ".join(
                 f"{r.product_id}: {r.error}" for r in failures.head(3).itertuples()

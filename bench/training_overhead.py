@@ -1,0 +1,147 @@
+"""Does the project's training node cost more than a plain sentence-transformers
+script with identical settings on the same pairs?
+
+Pairs: a few hundred products of the Amazon 1k sample with offline queries.
+Both sides start from the loaded base model and end with a trained model; runs
+alternate (plain, node, plain, node, ...) so that machine noise hits both.
+Writes bench/results/training_overhead.{json,md}.
+
+    .venv/bin/python bench/training_overhead.py [--products 100] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from datasets import Dataset
+from sentence_transformers import (
+    SentenceTransformerTrainer,
+    SentenceTransformerTrainingArguments,
+)
+from sentence_transformers.sentence_transformer import losses
+from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+from product_search.datasets import AnswerCache, SentenceTransformerModelDataset
+from product_search.pipelines.data_generation import nodes as generation
+from product_search.pipelines.training.nodes import choose_device, train_model
+
+ROOT = Path(__file__).parents[1]
+AMAZON = ROOT.parent / "shared" / "data" / "amazon-product-2020-sample1k" / "products.csv"
+AMAZON_COLUMNS = {"product_id": "Uniq Id", "title": "Product Name", "brand": None,
+                  "category": "Category", "price": "Selling Price",
+                  "description": "About Product"}  # fmt: skip
+
+
+def load_params(name: str) -> dict:
+    with open(ROOT / "conf" / "base" / f"parameters_{name}.yml") as f:
+        return yaml.safe_load(f)[name]
+
+
+def amazon_pairs(n_products: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    params = load_params("data_generation") | {"provider": "offline",
+                                               "columns": AMAZON_COLUMNS,
+                                               "max_products": n_products}  # fmt: skip
+    raw = pd.read_csv(AMAZON, dtype=str, keep_default_na=False)
+    products, _ = generation.prepare_products(raw, params)
+    with tempfile.TemporaryDirectory() as cache:
+        queries, _ = generation.generate_queries(products, AnswerCache(cache), params)
+    queries, _ = generation.filter_queries(queries, products, params)
+    train, _ = generation.split_queries(queries, params)
+    return products, train
+
+
+def plain_script(base_model, pairs: pd.DataFrame, params: dict, device: str) -> float:
+    """The sentence-transformers way, with nothing of ours in it."""
+    started = time.perf_counter()
+    model = base_model.to(device)
+    model.max_seq_length = params["max_seq_length"]
+    dataset = Dataset.from_dict({"anchor": pairs["query"].tolist(),
+                                 "positive": pairs["text"].tolist()})  # fmt: skip
+    loss = losses.MultipleNegativesRankingLoss(model)
+    with tempfile.TemporaryDirectory() as output_dir:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=output_dir,
+            num_train_epochs=params["epochs"],
+            per_device_train_batch_size=params["batch_size"],
+            learning_rate=params["learning_rate"],
+            warmup_steps=params["warmup_ratio"],
+            seed=params["seed"],
+            data_seed=params["seed"],
+            batch_sampler=BatchSamplers.NO_DUPLICATES,
+            use_cpu=device == "cpu",
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+        )
+        SentenceTransformerTrainer(
+            model=model, args=args, train_dataset=dataset, loss=loss
+        ).train()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--products", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    device = choose_device(args.device)
+    params = load_params("training") | {"device": device}
+    products, train = amazon_pairs(args.products)
+    pairs = train.assign(text=train["product_id"].map(
+        products.set_index("product_id")["text"]))  # fmt: skip
+    dataset = SentenceTransformerModelDataset(
+        model_name_or_path="sentence-transformers/all-MiniLM-L6-v2"
+    )
+
+    times: dict[str, list[float]] = {"plain": [], "node": []}
+    for _ in range(args.repeats):
+        times["plain"].append(plain_script(dataset.load(), pairs, params, device))
+        base_model = dataset.load()
+        started = time.perf_counter()
+        train_model(train, products, base_model, params)
+        times["node"].append(time.perf_counter() - started)
+
+    n_pairs, epochs = len(pairs), params["epochs"]
+    plain, node = statistics.median(times["plain"]), statistics.median(times["node"])
+    result = {
+        "device": device,
+        "products": len(products),
+        "pairs": n_pairs,
+        "epochs": epochs,
+        "batch_size": params["batch_size"],
+        "repeats": args.repeats,
+        "wall_s": times,
+        "median_wall_s": {"plain": plain, "node": node},
+        "pairs_per_s": {"plain": n_pairs * epochs / plain, "node": n_pairs * epochs / node},
+        "ratio_node_over_plain": node / plain,
+        "target_ratio_max": 1.05,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "training_overhead.json").write_text(json.dumps(result, indent=2))
+    table = (
+        f"# Training overhead ({device}, {n_pairs} pairs x {epochs} epochs, "
+        f"batch {params['batch_size']}, median of {args.repeats})\n\n"
+        "| | wall s | pairs/s |\n|---|---:|---:|\n"
+        f"| plain sentence-transformers | {plain:.1f} | "
+        f"{result['pairs_per_s']['plain']:.1f} |\n"
+        f"| project training node | {node:.1f} | {result['pairs_per_s']['node']:.1f} |\n"
+        f"\nratio node/plain = **{node / plain:.3f}** (target <= 1.05)\n"
+    )
+    (args.out / "training_overhead.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The data_generation and training pipelines, wired as in the project, on an
+in-memory catalog; and the `kedro run` command line on the test environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from kedro.framework.project import configure_project
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from product_search.datasets import AnswerCache
+from product_search.pipeline_registry import register_pipelines
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _project():
+    configure_project("product_search")
+
+
+def _params(name: str) -> dict:
+    with open(ROOT / "conf" / "base" / f"parameters_{name}.yml") as f:
+        return yaml.safe_load(f)[name]
+
+
+def test_data_generation_then_training_on_an_in_memory_catalog(
+    tiny_products, base_model, tmp_path
+):
+    pipelines = register_pipelines()
+    pipeline = pipelines["data_generation"] + pipelines["training"]
+    generation = _params("data_generation") | {"provider": "offline"}
+    training = _params("training") | {"epochs": 1, "batch_size": 8, "max_seq_length": 32}
+    raw = tiny_products.drop(columns="text")
+    catalog = DataCatalog(
+        {
+            "raw_products": MemoryDataset(raw),
+            "query_cache": MemoryDataset(AnswerCache(tmp_path), copy_mode="assign"),
+            "base_model": MemoryDataset(base_model, copy_mode="assign"),
+            "params:data_generation": MemoryDataset(generation),
+            "params:training": MemoryDataset(training),
+        }
+    )
+    SequentialRunner().run(pipeline, catalog)
+
+    products = catalog.load("products")
+    train, test = catalog.load("train_pairs"), catalog.load("test_queries")
+    quality = catalog.load("data_quality")
+    history = catalog.load("training_history")
+    assert products["product_id"].tolist() == raw["product_id"].tolist()
+    assert quality["queries"]["input_queries"] == 24
+    assert len(train) + len(test) == quality["queries"]["kept_queries"]
+    assert len(test) == round(0.2 * quality["queries"]["kept_queries"])
+    assert set(train["query_id"]).isdisjoint(test["query_id"])
+    assert history["train_pairs"] == len(train)
+    assert catalog.load("fine_tuned_model").encode(["x"]).shape == (1, 384)
+
+
+def test_test_queries_never_reach_training():
+    training = register_pipelines()["training"]
+    assert "test_queries" not in training.inputs()
+
+
+def test_default_pipeline_runs_every_pipeline():
+    pipelines = register_pipelines()
+    names = {"data_generation", "training", "evaluation", "deployment"}
+    assert names <= set(pipelines)
+    default_nodes = {n.name for n in pipelines["__default__"].nodes}
+    for name in names:
+        assert {n.name for n in pipelines[name].nodes} <= default_nodes
+
+
+@pytest.mark.parametrize("per_product", [2])
+def test_kedro_run_test_env_with_params_override(per_product):
+    """The command line contract: `--env=test` writes under data/test and
+    `--params` overrides a single parameter."""
+    out = ROOT / "data" / "test"
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
+    env.pop("ANTHROPIC_API_KEY", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--pipeline=data_generation",
+         "--env=test", f"--params=data_generation.queries_per_product={per_product}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    generated = pd.read_csv(out / "02_intermediate" / "generated_queries.csv")
+    quality = json.loads((out / "08_reporting" / "data_quality.json").read_text())
+    assert quality["products"]["kept_products"] == 40  # max_products in conf/test
+    assert len(generated) == 40 * per_product
+    assert generated.groupby("product_id").size().eq(per_product).all()
