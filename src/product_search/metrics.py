@@ -73,10 +73,15 @@ def metric_names(cutoffs: Mapping[str, Sequence[int]]) -> list[str]:
     return [f"{family}@{k}" for family in BINARY_FAMILIES for k in cutoffs[family]]
 
 
-def encode_corpus(model: Encoder, texts: Sequence[str], batch_size: int) -> torch.Tensor:
+def encode_corpus(
+    model: Encoder, texts: Sequence[str], batch_size: int
+) -> torch.Tensor:
     """Embed the product texts; every evaluation of this model reuses them."""
     return model.encode_document(
-        list(texts), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False
+        list(texts),
+        batch_size=batch_size,
+        convert_to_tensor=True,
+        show_progress_bar=False,
     )
 
 
@@ -109,6 +114,7 @@ def binary_ndcg(ranked_ids: Sequence[str], relevant: set[str], k: int) -> float:
 
 def binary_ir_metrics(
     model: Encoder,
+    *,
     queries: Mapping[str, str],
     corpus: Mapping[str, str],
     corpus_embeddings: torch.Tensor,
@@ -161,7 +167,9 @@ def binary_ir_metrics(
     for query_id, hits in zip(evaluator.queries_ids, evaluator.rankings, strict=True):
         ranked = sorted(hits, key=lambda hit: (-hit["score"], hit["corpus_id"]))
         per_query[query_id] = binary_ndcg(
-            [hit["corpus_id"] for hit in ranked], set(relevant_docs[query_id]), primary_k
+            [hit["corpus_id"] for hit in ranked],
+            set(relevant_docs[query_id]),
+            primary_k,
         )
     return BinaryEvaluation(metrics=metrics, per_query_ndcg=per_query)
 
@@ -178,7 +186,10 @@ def top_k(
     if not queries:
         return []
     embeddings = model.encode_query(
-        list(queries), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False
+        list(queries),
+        batch_size=batch_size,
+        convert_to_tensor=True,
+        show_progress_bar=False,
     )
     hits = semantic_search(
         embeddings, corpus_embeddings, top_k=k, score_function=cos_sim
@@ -210,7 +221,10 @@ def graded_metrics(
     for metric in metrics:
         parse_metric(metric)
     ranx_qrels = Qrels.from_dict(
-        {qid: {pid: int(rel) for pid, rel in docs.items()} for qid, docs in qrels.items()}
+        {
+            qid: {pid: int(rel) for pid, rel in docs.items()}
+            for qid, docs in qrels.items()
+        }
     )
     ranx_run = Run.from_dict(
         {qid: {pid: float(s) for pid, s in docs.items()} for qid, docs in run.items()}
@@ -252,9 +266,10 @@ def paired_significance(
 ) -> dict[str, float | int | None]:
     """Test whether per-query values of two models differ.
 
-    Wilcoxon signed-rank (scipy's default: zero differences are dropped) is the
-    main test, since per-query NDCG is bounded and far from normal; the paired
-    t-test p-value is given beside it. When no query changes, both p-values
+    Wilcoxon signed-rank is the main test, since per-query NDCG is bounded and
+    far from normal; the paired t-test p-value is given beside it. scipy's
+    defaults apply: zero differences are dropped, and the p-value is exact for
+    up to 50 distinct non-zero differences, a normal approximation otherwise. When no query changes, both p-values
     are 1 (no evidence of a difference); a p-value scipy cannot compute (e.g. a
     t-test on a single query) is None.
     """

@@ -22,6 +22,13 @@ from product_search.pipeline_registry import register_pipelines
 ROOT = Path(__file__).parents[2]
 
 
+class KeptDataset(MemoryDataset):
+    """A MemoryDataset the runner cannot release, to inspect intermediates."""
+
+    def _release(self) -> None:
+        pass
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _project():
     configure_project("product_search")
@@ -47,6 +54,8 @@ def test_data_generation_then_training_on_an_in_memory_catalog(
             "base_model": MemoryDataset(base_model, copy_mode="assign"),
             "params:data_generation": MemoryDataset(generation),
             "params:training": MemoryDataset(training),
+            **{name: KeptDataset(copy_mode="assign")
+               for name in ("products", "train_pairs", "test_queries")},
         }
     )
     SequentialRunner().run(pipeline, catalog)

@@ -1,0 +1,386 @@
+"""Nodes of the evaluation pipeline: the base and the fine-tuned model are scored
+on the same held-out queries (and on human judgments when there are some), then
+compared with a paired test, a report and a chart."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from sentence_transformers import SentenceTransformer
+
+from product_search import metrics as m
+from product_search.datasets import model_id
+
+from .report import plot_metrics_chart, render_report
+
+logger = logging.getLogger(__name__)
+
+
+def _require_columns(frame: pd.DataFrame, name: str, columns: list[str]) -> None:
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"`{name}` lacks the column(s) {missing}; it has {list(frame.columns)}."
+        )
+
+
+def _first_duplicates(values: pd.Series) -> list[str]:
+    return values[values.duplicated()].head(3).tolist()
+
+
+def _judgments(
+    judged_queries: pd.DataFrame,
+    relevance_judgments: pd.DataFrame,
+    product_ids: set[str],
+) -> dict[str, Any]:
+    """Check the human judgments and keep the queries that have a relevant
+    product; empty when the user supplied none."""
+    if judged_queries.empty and relevance_judgments.empty:
+        return {}
+    if judged_queries.empty or relevance_judgments.empty:
+        raise ValueError(
+            f"Human judgments need both files: `judged_queries` has "
+            f"{len(judged_queries)} rows and `relevance_judgments` "
+            f"{len(relevance_judgments)}."
+        )
+    _require_columns(judged_queries, "judged_queries", ["query_id", "query"])
+    _require_columns(
+        relevance_judgments,
+        "relevance_judgments",
+        ["query_id", "product_id", "relevance"],
+    )
+    queries = judged_queries.assign(
+        query_id=judged_queries["query_id"].astype(str),
+        query=judged_queries["query"].fillna("").astype(str).str.strip(),
+    )
+    qrels = relevance_judgments.assign(
+        query_id=relevance_judgments["query_id"].astype(str),
+        product_id=relevance_judgments["product_id"].astype(str),
+        relevance=pd.to_numeric(relevance_judgments["relevance"], errors="coerce"),
+    )
+    relevance = qrels["relevance"]
+    checks = {
+        "duplicate query ids in judged_queries": (
+            queries["query_id"],
+            queries["query_id"].duplicated(),
+        ),
+        "empty queries": (queries["query_id"], queries["query"] == ""),
+        "relevance that is not a whole number >= 0": (
+            relevance_judgments["relevance"],
+            relevance.isna() | (relevance < 0) | (relevance % 1 != 0),
+        ),
+        "judgments of unknown query ids": (
+            qrels["query_id"],
+            ~qrels["query_id"].isin(queries["query_id"]),
+        ),
+        "repeated (query_id, product_id) judgments": (
+            qrels["query_id"],
+            qrels.duplicated(["query_id", "product_id"]),
+        ),
+    }
+    problems = [
+        f"{problem} (e.g. {values[failed].head(3).tolist()})"
+        for problem, (values, failed) in checks.items()
+        if failed.any()
+    ]
+    if problems:
+        raise ValueError(f"The human judgments have {'; '.join(problems)}.")
+    has_relevant = qrels.groupby("query_id")["relevance"].max() > 0
+    judged = set(qrels["query_id"])
+    without_judgments = queries.loc[~queries["query_id"].isin(judged), "query_id"]
+    without_relevant = has_relevant.index[~has_relevant]
+    kept = queries[queries["query_id"].isin(has_relevant.index[has_relevant])]
+    if kept.empty:
+        raise ValueError(
+            "No judged query has a product judged relevant (relevance > 0), so no "
+            "real-query metric can be computed."
+        )
+    kept_qrels = qrels[qrels["query_id"].isin(kept["query_id"])]
+    not_in_catalog = int((~kept_qrels["product_id"].isin(product_ids)).sum())
+    if len(without_judgments) or len(without_relevant):
+        logger.warning(
+            "Real-query metrics skip %d judged queries without any judgment and %d "
+            "whose judged products are all irrelevant",
+            len(without_judgments), len(without_relevant),
+        )  # fmt: skip
+    if not_in_catalog:
+        # Kept: no model can retrieve them, which lowers both models' scores alike.
+        logger.warning(
+            "%d judgments name products that are not in the catalog", not_in_catalog
+        )
+    qrels_dict: dict[str, dict[str, int]] = {}
+    for row in kept_qrels.itertuples(index=False):
+        qrels_dict.setdefault(row.query_id, {})[row.product_id] = int(row.relevance)
+    return {
+        "queries": dict(zip(kept["query_id"], kept["query"], strict=True)),
+        "qrels": qrels_dict,
+        "counts": {
+            "queries": len(kept),
+            "judgments": len(kept_qrels),
+            "skipped_without_judgments": len(without_judgments),
+            "skipped_without_relevant": len(without_relevant),
+            "judged_products_not_in_catalog": not_in_catalog,
+        },
+    }
+
+
+def build_evaluation_set(
+    products: pd.DataFrame,
+    test_queries: pd.DataFrame,
+    judged_queries: pd.DataFrame,
+    relevance_judgments: pd.DataFrame,
+) -> dict[str, Any]:
+    """Check the inputs and gather what both models are scored on: the product
+    corpus, the held-out queries with their product, and the judged real queries
+    (an empty ``judged`` when there are none)."""
+    _require_columns(products, "products", ["product_id", "title", "text"])
+    _require_columns(test_queries, "test_queries", ["query_id", "query", "product_id"])
+    if products.empty:
+        raise ValueError("`products` is empty: there is nothing to search.")
+    if test_queries.empty:
+        raise ValueError(
+            "`test_queries` is empty: run the data_generation pipeline first."
+        )
+    product_ids = products["product_id"].astype(str)
+    queries = test_queries.assign(
+        query_id=test_queries["query_id"].astype(str),
+        product_id=test_queries["product_id"].astype(str),
+        query=test_queries["query"].fillna("").astype(str),
+    )
+    if product_ids.duplicated().any():
+        raise ValueError(
+            f"`products` repeats product ids, e.g. {_first_duplicates(product_ids)}."
+        )
+    if queries["query_id"].duplicated().any():
+        raise ValueError(
+            "`test_queries` repeats query ids, e.g. "
+            f"{_first_duplicates(queries['query_id'])}."
+        )
+    unknown = queries.loc[~queries["product_id"].isin(product_ids), "product_id"]
+    if len(unknown):
+        raise ValueError(
+            f"{len(unknown)} test queries point to products that are not in "
+            f"`products` (e.g. {unknown.head(3).tolist()}): were they made from "
+            "another catalog?"
+        )
+    return {
+        "corpus": {
+            "product_id": product_ids.tolist(),
+            "title": products["title"].fillna("").astype(str).tolist(),
+            "text": products["text"].fillna("").astype(str).tolist(),
+        },
+        "test_queries": {
+            column: queries[column].tolist()
+            for column in ("query_id", "query", "product_id")
+        },
+        "judged": _judgments(judged_queries, relevance_judgments, set(product_ids)),
+    }
+
+
+def _real_query_metrics(
+    model: SentenceTransformer,
+    judged: dict[str, Any],
+    product_ids: list[str],
+    embeddings: torch.Tensor,
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """Graded metrics of the judged queries, retrieved over the whole corpus."""
+    names = list(params["real_query_metrics"])
+    query_ids = list(judged["queries"])
+    hits = m.top_k(
+        model,
+        [judged["queries"][qid] for qid in query_ids],
+        embeddings,
+        k=max(m.parse_metric(name)[1] for name in names),
+        batch_size=int(params["batch_size"]),
+    )
+    run = {
+        qid: {product_ids[row]: score for row, score in ranked}
+        for qid, ranked in zip(query_ids, hits, strict=True)
+    }
+    per_query = m.graded_metrics(judged["qrels"], run, names)
+    return {
+        "metrics": {
+            name: float(np.mean(list(per_query[name].values()))) for name in names
+        },
+        "per_query": per_query,
+    }
+
+
+def _search_examples(
+    model: SentenceTransformer,
+    corpus: dict[str, list[str]],
+    embeddings: torch.Tensor,
+    params: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The top products of each sample query, with their titles and scores."""
+    samples = list(params.get("sample_queries") or [])
+    top = m.top_k(
+        model,
+        samples,
+        embeddings,
+        int(params["top_k_examples"]),
+        int(params["batch_size"]),
+    )
+    return [
+        {
+            "query": query,
+            "results": [
+                {
+                    "product_id": corpus["product_id"][row],
+                    "title": corpus["title"][row],
+                    "score": score,
+                }
+                for row, score in ranked
+            ],
+        }
+        for query, ranked in zip(samples, top, strict=True)
+    ]
+
+
+def evaluate_model(
+    model: SentenceTransformer, evaluation_set: dict[str, Any], params: dict[str, Any]
+) -> dict[str, Any]:
+    """Score one model: binary metrics and per-query NDCG on the held-out queries,
+    graded metrics on the judged queries, and the top products of each sample
+    query. The corpus is encoded once and used for all three."""
+    batch_size = int(params["batch_size"])
+    corpus, tests = evaluation_set["corpus"], evaluation_set["test_queries"]
+    primary = params["primary_metric"]
+    _, primary_k = m.parse_metric(primary)
+    embeddings = m.encode_corpus(model, corpus["text"], batch_size)
+    binary = m.binary_ir_metrics(
+        model,
+        queries=dict(zip(tests["query_id"], tests["query"], strict=True)),
+        corpus=dict(zip(corpus["product_id"], corpus["text"], strict=True)),
+        corpus_embeddings=embeddings,
+        relevant_docs={
+            qid: {pid}
+            for qid, pid in zip(tests["query_id"], tests["product_id"], strict=True)
+        },
+        cutoffs=params["cutoffs"],
+        primary_k=primary_k,
+        batch_size=batch_size,
+    )
+    judged = evaluation_set["judged"]
+    identifier = model_id(model)
+    logger.info(
+        "%s: %s = %.4f on %d test queries",
+        identifier, primary, binary.metrics[primary], len(tests["query_id"]),
+    )  # fmt: skip
+    return {
+        "model_id": identifier,
+        "metrics": binary.metrics,
+        "per_query_ndcg": binary.per_query_ndcg,
+        "real_queries": (
+            _real_query_metrics(model, judged, corpus["product_id"], embeddings, params)
+            if judged
+            else {}
+        ),
+        "examples": _search_examples(model, corpus, embeddings, params),
+    }
+
+
+def _paired(
+    baseline: dict[str, float], fine_tuned: dict[str, float], params: dict[str, Any]
+) -> dict[str, Any]:
+    """Paired tests and bootstrap CI of the mean gain over the same queries."""
+    query_ids = list(baseline)
+    base = np.array([baseline[qid] for qid in query_ids])
+    tuned = np.array([fine_tuned[qid] for qid in query_ids])
+    samples, seed = int(params["bootstrap_samples"]), int(params["seed"])
+    low, high = m.bootstrap_ci(tuned - base, samples=samples, seed=seed)
+    return m.paired_significance(base, tuned) | {
+        "ci95_low": low,
+        "ci95_high": high,
+        "bootstrap_samples": samples,
+        "seed": seed,
+    }
+
+
+def compare_models(
+    baseline_evaluation: dict[str, Any],
+    fine_tuned_evaluation: dict[str, Any],
+    evaluation_set: dict[str, Any],
+    params: dict[str, Any],
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Every metric of both models with its change, whether the primary metric's
+    change is significant, and the per-query primary metric of both models."""
+    primary = params["primary_metric"]
+    base_pq = baseline_evaluation["per_query_ndcg"]
+    tuned_pq = fine_tuned_evaluation["per_query_ndcg"]
+    metrics: dict[str, Any] = {
+        "primary_metric": primary,
+        "models": {
+            "baseline": baseline_evaluation["model_id"],
+            "fine_tuned": fine_tuned_evaluation["model_id"],
+        },
+        "corpus_size": len(evaluation_set["corpus"]["product_id"]),
+        "test_queries": len(evaluation_set["test_queries"]["query_id"]),
+        "metrics": m.compare(
+            baseline_evaluation["metrics"], fine_tuned_evaluation["metrics"]
+        ),
+        "significance": {"metric": primary} | _paired(base_pq, tuned_pq, params),
+    }
+    judged = evaluation_set["judged"]
+    if judged:
+        base_real = baseline_evaluation["real_queries"]
+        tuned_real = fine_tuned_evaluation["real_queries"]
+        headline = params["real_query_metrics"][0]
+        metrics["real_queries"] = judged["counts"] | {
+            "metrics": m.compare(base_real["metrics"], tuned_real["metrics"]),
+            "significance": {"metric": headline}
+            | _paired(
+                base_real["per_query"][headline],
+                tuned_real["per_query"][headline],
+                params,
+            ),
+        }
+
+    tests = evaluation_set["test_queries"]
+    per_query = pd.DataFrame(tests)
+    per_query[f"{primary}_baseline"] = per_query["query_id"].map(base_pq)
+    per_query[f"{primary}_fine_tuned"] = per_query["query_id"].map(tuned_pq)
+    per_query["delta"] = (
+        per_query[f"{primary}_fine_tuned"] - per_query[f"{primary}_baseline"]
+    )
+    change = metrics["metrics"][primary]
+    logger.info(
+        "%s: %.4f -> %.4f (%+.4f), Wilcoxon p = %s",
+        primary, change["baseline"], change["fine_tuned"], change["delta"],
+        metrics["significance"]["wilcoxon_p_value"],
+    )  # fmt: skip
+    return metrics, per_query
+
+
+def write_report(
+    *,
+    metrics: dict[str, Any],
+    baseline_evaluation: dict[str, Any],
+    fine_tuned_evaluation: dict[str, Any],
+    training_history: dict[str, Any],
+    generated_queries: pd.DataFrame,
+    data_quality: dict[str, Any],
+    split: dict[str, Any],
+    params: dict[str, Any],
+) -> str:
+    """The evaluation report in Markdown, for a search lead to read and forward."""
+    return render_report(
+        metrics=metrics,
+        examples=(baseline_evaluation["examples"], fine_tuned_evaluation["examples"]),
+        training_history=training_history,
+        generated_queries=generated_queries,
+        data_quality=data_quality,
+        split=split,
+        params=params,
+    )
+
+
+def plot_metrics(metrics: dict[str, Any]) -> Figure:
+    """Grouped bars of every metric, base model beside fine-tuned model."""
+    return plot_metrics_chart(metrics)

@@ -1,0 +1,75 @@
+"""Wiring of the evaluation pipeline."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import (
+    build_evaluation_set,
+    compare_models,
+    evaluate_model,
+    plot_metrics,
+    write_report,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    # Each model is loaded once and encodes the catalog once, in its own node.
+    return Pipeline(
+        [
+            Node(
+                build_evaluation_set,
+                inputs=[
+                    "products",
+                    "test_queries",
+                    "judged_queries",
+                    "relevance_judgments",
+                ],
+                outputs="evaluation_set",
+                name="build_evaluation_set_node",
+            ),
+            Node(
+                evaluate_model,
+                inputs=["base_model", "evaluation_set", "params:evaluation"],
+                outputs="baseline_evaluation",
+                name="evaluate_base_model_node",
+            ),
+            Node(
+                evaluate_model,
+                inputs=["fine_tuned_model", "evaluation_set", "params:evaluation"],
+                outputs="fine_tuned_evaluation",
+                name="evaluate_fine_tuned_model_node",
+            ),
+            Node(
+                compare_models,
+                inputs=[
+                    "baseline_evaluation",
+                    "fine_tuned_evaluation",
+                    "evaluation_set",
+                    "params:evaluation",
+                ],
+                outputs=["metrics", "per_query_ndcg"],
+                name="compare_models_node",
+            ),
+            Node(
+                write_report,
+                inputs={
+                    "metrics": "metrics",
+                    "baseline_evaluation": "baseline_evaluation",
+                    "fine_tuned_evaluation": "fine_tuned_evaluation",
+                    "training_history": "training_history",
+                    "generated_queries": "generated_queries",
+                    "data_quality": "data_quality",
+                    # How the test queries were held out, for the methodology.
+                    "split": "params:data_generation.split",
+                    "params": "params:evaluation",
+                },
+                outputs="evaluation_report",
+                name="write_report_node",
+            ),
+            Node(
+                plot_metrics,
+                inputs="metrics",
+                outputs="metrics_chart",
+                name="plot_metrics_node",
+            ),
+        ]
+    )

@@ -1,0 +1,247 @@
+"""Evaluation nodes without a model: input checks, the comparison, the report's
+wording from the numbers, and the chart."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from product_search.pipelines.evaluation.nodes import (
+    build_evaluation_set,
+    compare_models,
+    plot_metrics,
+    write_report,
+)
+
+NO_JUDGED = pd.DataFrame({"query_id": [], "query": []}, dtype=str)
+NO_QRELS = pd.DataFrame({"query_id": [], "product_id": [], "relevance": []}, dtype=str)
+
+
+def test_evaluation_set_holds_corpus_queries_and_judgments(
+    tiny_products, test_queries, judged_queries, relevance_judgments
+):
+    result = build_evaluation_set(
+        tiny_products, test_queries, judged_queries, relevance_judgments
+    )
+
+    assert result["corpus"]["product_id"] == ["p1", "p2", "p3", "p4", "p5", "p6"]
+    assert result["corpus"]["title"][2] == "Waterproof Hiking Boots"
+    assert result["test_queries"]["product_id"] == ["p1", "p2", "p3", "p4", "p5", "p6"]
+    # Relevance arrives as text and becomes whole numbers; r3 (all 0) is skipped.
+    assert result["judged"]["qrels"] == {
+        "r1": {"p1": 2, "p2": 1},
+        "r2": {"p4": 2, "p3": 0},
+    }
+    assert result["judged"]["queries"] == {"r1": "skillet", "r2": "shoes for jogging"}
+
+
+def test_evaluation_set_without_judgments_has_none(tiny_products, test_queries):
+    result = build_evaluation_set(tiny_products, test_queries, NO_JUDGED, NO_QRELS)
+
+    assert result["judged"] == {}
+
+
+def test_test_query_of_an_unknown_product_is_refused(tiny_products, test_queries):
+    queries = test_queries.assign(product_id=["p1", "p2", "p3", "p4", "p5", "p99"])
+
+    with pytest.raises(ValueError, match=r"1 test queries point to products that are not in `products` \(e.g. \['p99'\]\)"):  # fmt: skip
+        build_evaluation_set(tiny_products, queries, NO_JUDGED, NO_QRELS)
+
+
+def test_repeated_query_ids_are_refused(tiny_products, test_queries):
+    queries = test_queries.assign(query_id="same")
+
+    with pytest.raises(
+        ValueError, match=r"`test_queries` repeats query ids, e.g. \['same'"
+    ):
+        build_evaluation_set(tiny_products, queries, NO_JUDGED, NO_QRELS)
+
+
+def test_empty_test_queries_are_refused(tiny_products, test_queries):
+    with pytest.raises(ValueError, match="`test_queries` is empty"):
+        build_evaluation_set(tiny_products, test_queries.head(0), NO_JUDGED, NO_QRELS)
+
+
+def test_judgments_without_their_queries_are_refused(
+    tiny_products, test_queries, relevance_judgments
+):
+    with pytest.raises(ValueError, match="`judged_queries` has 0 rows"):
+        build_evaluation_set(
+            tiny_products, test_queries, NO_JUDGED, relevance_judgments
+        )
+
+
+def test_bad_judgments_are_refused_with_every_problem_named(
+    tiny_products, test_queries, judged_queries, relevance_judgments
+):
+    qrels = pd.concat(
+        [
+            relevance_judgments.assign(relevance=["2", "high", "-1", "0", "0"]),
+            pd.DataFrame(
+                {"query_id": ["r9"], "product_id": ["p1"], "relevance": ["1"]}
+            ),
+        ]
+    )
+
+    with pytest.raises(ValueError) as error:
+        build_evaluation_set(tiny_products, test_queries, judged_queries, qrels)
+
+    message = str(error.value)
+    assert "relevance that is not a whole number >= 0 (e.g. ['high', '-1'])" in message
+    assert "judgments of unknown query ids (e.g. ['r9'])" in message
+
+
+def _evaluation(model: str, ndcg: list[float], real: list[float] | None) -> dict:
+    """An ``evaluate_model`` output with made-up per-query values."""
+    query_ids = [f"q{i}" for i in range(len(ndcg))]
+    mean = sum(ndcg) / len(ndcg)
+    result = {
+        "model_id": model,
+        "metrics": {"ndcg@10": mean, "accuracy@1": mean / 2, "recall@10": 0.9},
+        "per_query_ndcg": dict(zip(query_ids, ndcg, strict=True)),
+        "real_queries": {},
+        "examples": [
+            {
+                "query": "a | b",
+                "results": [{"product_id": "p1", "title": "T|1", "score": 0.5}],
+            }
+        ],
+    }
+    if real is not None:
+        per_query = {f"r{i}": value for i, value in enumerate(real)}
+        result["real_queries"] = {
+            "metrics": {"ndcg@10": sum(real) / len(real)},
+            "per_query": {"ndcg@10": per_query},
+        }
+    return result
+
+
+def _evaluation_set(n_queries: int, with_real: bool) -> dict:
+    ids = [f"q{i}" for i in range(n_queries)]
+    judged = {}
+    if with_real:
+        judged = {
+            "counts": {
+                "queries": 8,
+                "judgments": 40,
+                "skipped_without_judgments": 0,
+                "skipped_without_relevant": 0,
+                "judged_products_not_in_catalog": 0,
+            }
+        }
+    return {
+        "corpus": {"product_id": ["p1", "p2"], "title": ["a", "b"], "text": ["a", "b"]},
+        "test_queries": {
+            "query_id": ids,
+            "query": ids,
+            "product_id": ["p1"] * n_queries,
+        },
+        "judged": judged,
+    }
+
+
+# 16 queries gaining 0.02, 0.04, ... 0.32: distinct non-zero differences, for
+# which scipy gives the exact Wilcoxon p-value. Mean gain 0.02 * 136 / 16 = 0.17.
+BASELINE_NDCG = [0.5] * 16
+TUNED_NDCG = [0.5 + 0.02 * i for i in range(1, 17)]
+
+
+def test_compare_models_on_a_clear_gain(evaluation_params):
+    baseline = _evaluation("base", BASELINE_NDCG, None)
+    fine_tuned = _evaluation("tuned", TUNED_NDCG, None)
+
+    metrics, per_query = compare_models(
+        baseline, fine_tuned, _evaluation_set(16, False), evaluation_params
+    )
+
+    assert metrics["metrics"]["ndcg@10"] == pytest.approx(
+        {"baseline": 0.5, "fine_tuned": 0.67, "delta": 0.17, "pct_change": 34.0}
+    )
+    significance = metrics["significance"]
+    assert (significance["improved"], significance["unchanged"]) == (16, 0)
+    # All 16 differences are positive: the exact two-sided p-value is 2 / 2**16.
+    assert significance["wilcoxon_p_value"] == pytest.approx(2 / 2**16)
+    assert significance["ci95_low"] < 0.17 < significance["ci95_high"]
+    assert 0 < significance["ci95_low"]
+    assert per_query["delta"].tolist() == pytest.approx(
+        [0.02 * i for i in range(1, 17)]
+    )
+
+
+def test_report_calls_a_clear_gain_significant_and_a_real_loss_a_warning(
+    evaluation_params, training_history, generated_queries, data_quality
+):
+    baseline = _evaluation("base", BASELINE_NDCG, [0.8] * 8)
+    fine_tuned = _evaluation("tuned", TUNED_NDCG, [0.4] * 8)
+    metrics, _ = compare_models(
+        baseline, fine_tuned, _evaluation_set(16, True), evaluation_params
+    )
+
+    report = write_report(
+        metrics=metrics,
+        baseline_evaluation=baseline,
+        fine_tuned_evaluation=fine_tuned,
+        training_history=training_history,
+        generated_queries=generated_queries,
+        data_quality=data_quality,
+        split={"split_by": "product", "test_size": 0.2, "seed": 42},
+        params=evaluation_params,
+    )
+
+    assert "**NDCG@10 rose from 0.5000 to 0.6700 (+0.1700, +34.0%)**" in report
+    assert (
+        "The change is statistically significant (Wilcoxon signed-rank p < 0.001"
+        in report
+    )
+    assert "16 of 16 test queries rank their product higher" in report
+    assert "graded NDCG@10 fell from 0.8000 to 0.4000 (-0.4000, -50.0%)" in report
+    assert "The gain on synthetic queries does not carry over" in report
+    assert "test products are never seen in training" in report
+    # A "|" in a query or title is escaped rather than breaking the table.
+    assert "**\u201ca \\| b\u201d**" in report
+    assert "| 1 | T\\|1 (0.500) | T\\|1 (0.500) |" in report
+
+
+def test_chart_shows_both_models_per_metric_and_a_real_query_panel(evaluation_params):
+    baseline = _evaluation("base", BASELINE_NDCG, [0.8] * 8)
+    fine_tuned = _evaluation("tuned", TUNED_NDCG, [0.4] * 8)
+    metrics, _ = compare_models(
+        baseline, fine_tuned, _evaluation_set(16, True), evaluation_params
+    )
+
+    chart = plot_metrics(metrics)
+
+    synthetic, real = chart.axes
+    # ndcg@10, accuracy@1, recall@10: baseline bars, then fine-tuned bars.
+    assert [bar.get_height() for bar in synthetic.patches] == pytest.approx(
+        [0.5, 0.25, 0.9, 0.67, 0.335, 0.9]
+    )
+    assert [bar.get_height() for bar in real.patches] == pytest.approx([0.8, 0.4])
+    assert [t.get_text() for t in synthetic.get_xticklabels()] == [
+        "NDCG@10", "Accuracy@1", "Recall@10",
+    ]  # fmt: skip
+
+
+def test_report_says_to_keep_the_base_model_after_a_significant_loss(
+    evaluation_params, training_history, generated_queries, data_quality
+):
+    baseline = _evaluation("base", TUNED_NDCG, None)
+    fine_tuned = _evaluation("tuned", BASELINE_NDCG, None)
+    metrics, _ = compare_models(
+        baseline, fine_tuned, _evaluation_set(16, False), evaluation_params
+    )
+
+    report = write_report(
+        metrics=metrics,
+        baseline_evaluation=baseline,
+        fine_tuned_evaluation=fine_tuned,
+        training_history=training_history,
+        generated_queries=generated_queries,
+        data_quality=data_quality,
+        split={"split_by": "query", "test_size": 0.2, "seed": 42},
+        params=evaluation_params,
+    )
+
+    assert "**NDCG@10 fell from 0.6700 to 0.5000 (-0.1700, -25.4%)**" in report
+    assert "keep the base model in production" in report
+    assert "Skipped: no human relevance judgments were supplied" in report

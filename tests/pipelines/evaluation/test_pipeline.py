@@ -1,0 +1,200 @@
+"""The evaluation pipeline, wired as in the project, on an in-memory catalog with
+the real base model standing in for both models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from matplotlib.figure import Figure
+
+from product_search.pipelines.evaluation.pipeline import create_pipeline
+
+METRICS = [
+    "ndcg@5", "ndcg@10", "mrr@10", "accuracy@1", "accuracy@5", "accuracy@10",
+    "recall@5", "recall@10",
+]  # fmt: skip
+SECTIONS = [
+    "# Product search: fine-tuned embedding model evaluation",
+    "## Summary",
+    "## The system",
+    "## Methodology",
+    "## Fine-tuning configuration",
+    "## Results",
+    "## Key findings",
+    "## Search examples",
+    "## Real shopper queries",
+    "## Limitations",
+]
+
+
+class KeptDataset(MemoryDataset):
+    """A MemoryDataset the runner cannot release, so that outputs which later
+    nodes consume can still be read after the run."""
+
+    def _release(self) -> None:
+        pass
+
+
+OUTPUTS = ["metrics", "per_query_ndcg", "evaluation_report", "metrics_chart"]
+
+
+@pytest.fixture
+def inputs(
+    *,
+    base_model,
+    tiny_products,
+    test_queries,
+    evaluation_params,
+    training_history,
+    generated_queries,
+    data_quality,
+) -> dict:
+    """Every input of the pipeline but the judgments."""
+    return {
+        "products": MemoryDataset(tiny_products),
+        "test_queries": MemoryDataset(test_queries),
+        # The same model twice: every comparison must come out as "no change".
+        "base_model": MemoryDataset(base_model, copy_mode="assign"),
+        "fine_tuned_model": MemoryDataset(base_model, copy_mode="assign"),
+        "training_history": MemoryDataset(training_history),
+        "generated_queries": MemoryDataset(generated_queries),
+        "data_quality": MemoryDataset(data_quality),
+        "params:evaluation": MemoryDataset(evaluation_params),
+        "params:data_generation.split": MemoryDataset(
+            {"test_size": 0.2, "seed": 42, "split_by": "query"}
+        ),
+    }
+
+
+def _run(
+    inputs: dict, judged_queries: pd.DataFrame, qrels: pd.DataFrame
+) -> DataCatalog:
+    catalog = DataCatalog(
+        inputs
+        | {
+            "judged_queries": MemoryDataset(judged_queries),
+            "relevance_judgments": MemoryDataset(qrels),
+        }
+        | {name: KeptDataset() for name in OUTPUTS}
+    )
+    SequentialRunner().run(create_pipeline(), catalog)
+    return catalog
+
+
+@pytest.fixture
+def without_judgments(inputs) -> DataCatalog:
+    """The run of a user with no human judgments (both files absent)."""
+    empty_queries = pd.DataFrame({"query_id": [], "query": []}, dtype=str)
+    empty_qrels = pd.DataFrame(
+        {"query_id": [], "product_id": [], "relevance": []}, dtype=str
+    )
+    return _run(inputs, empty_queries, empty_qrels)
+
+
+def test_same_model_twice_shows_no_change(without_judgments, test_queries):
+    metrics = without_judgments.load("metrics")
+    per_query = without_judgments.load("per_query_ndcg")
+
+    assert metrics["primary_metric"] == "ndcg@10"
+    assert metrics["models"] == {
+        "baseline": "sentence-transformers/all-MiniLM-L6-v2",
+        "fine_tuned": "sentence-transformers/all-MiniLM-L6-v2",
+    }
+    assert (metrics["corpus_size"], metrics["test_queries"]) == (6, 6)
+    assert list(metrics["metrics"]) == METRICS
+    for change in metrics["metrics"].values():
+        assert change["baseline"] == change["fine_tuned"]
+        assert change["delta"] == 0
+        assert change["pct_change"] in (0, None)
+    # All six products fit in the top 10, so every query finds its product there.
+    assert metrics["metrics"]["recall@10"]["baseline"] == 1.0
+    assert metrics["metrics"]["accuracy@10"]["baseline"] == 1.0
+    assert "real_queries" not in metrics
+    assert metrics["significance"] == {
+        "metric": "ndcg@10",
+        "queries": 6,
+        "improved": 0,
+        "worsened": 0,
+        "unchanged": 6,
+        "mean_delta": 0.0,
+        "wilcoxon_p_value": 1.0,
+        "paired_t_p_value": 1.0,
+        "ci95_low": 0.0,
+        "ci95_high": 0.0,
+        "bootstrap_samples": 200,
+        "seed": 42,
+    }
+    assert list(per_query.columns) == [
+        "query_id", "query", "product_id", "ndcg@10_baseline", "ndcg@10_fine_tuned",
+        "delta",
+    ]  # fmt: skip
+    assert per_query["query_id"].tolist() == test_queries["query_id"].tolist()
+    assert (per_query["delta"] == 0).all()
+    # Recomputed from the evaluator's rankings, so it averages to its NDCG@10.
+    assert per_query["ndcg@10_baseline"].mean() == pytest.approx(
+        metrics["metrics"]["ndcg@10"]["baseline"], abs=1e-12
+    )
+
+
+def test_report_has_every_section_and_the_sample_queries(without_judgments):
+    report = without_judgments.load("evaluation_report")
+
+    positions = [report.index(section) for section in SECTIONS]
+    assert positions == sorted(positions)
+    assert "| Metric | Baseline | Fine-tuned | Delta | % change |" in report
+    assert "| **NDCG@10** |" in report
+    assert "No query's score changed, so there is no difference to test." in report
+    # Sample queries, each with a side-by-side top-3 table.
+    assert report.count("| # | Baseline | Fine-tuned |") == 2
+    assert "**\u201cwaterproof boots for hiking\u201d**" in report
+    assert "| 1 | Waterproof Hiking Boots (" in report
+    # Methodology and training come from the run's records.
+    assert "generated by `offline` (`offline-templates-v1`)" in report
+    assert "by query, 20% held out with seed 42" in report
+    assert "| Loss, first → last step | 1.2500 → 0.5000 |" in report
+    assert "offline template generator" in report
+    assert "Skipped: no human relevance judgments were supplied" in report
+
+
+def test_chart_is_one_panel_of_grouped_bars(without_judgments):
+    chart = without_judgments.load("metrics_chart")
+    metrics = without_judgments.load("metrics")
+
+    assert isinstance(chart, Figure)
+    (axes,) = chart.axes
+    heights = [bar.get_height() for bar in axes.patches]
+    baseline = [metrics["metrics"][name]["baseline"] for name in METRICS]
+    # One bar per metric and model: the baseline group, then the fine-tuned one.
+    assert heights == pytest.approx(baseline + baseline)
+
+
+def test_judged_queries_add_a_real_query_section(
+    inputs, judged_queries, relevance_judgments
+):
+    catalog = _run(inputs, judged_queries, relevance_judgments)
+
+    real = catalog.load("metrics")["real_queries"]
+    assert {k: real[k] for k in real if k not in ("metrics", "significance")} == {
+        "queries": 2,  # r3 has no relevant product
+        "judgments": 4,
+        "skipped_without_judgments": 0,
+        "skipped_without_relevant": 1,
+        "judged_products_not_in_catalog": 0,
+    }
+    assert list(real["metrics"]) == ["ndcg@10", "mrr@10", "recall@10"]
+    for change in real["metrics"].values():
+        assert change["baseline"] == change["fine_tuned"]
+    # Six products all fit in the top 10: every relevant product is found.
+    assert real["metrics"]["recall@10"]["baseline"] == 1.0
+    assert real["significance"]["wilcoxon_p_value"] == 1.0
+
+    report = catalog.load("evaluation_report")
+    real_section = report[report.index("## Real shopper queries") :]
+    assert "2 queries with 4 human judgments" in real_section
+    assert "1 judged queries were skipped" in real_section
+    assert "| **NDCG@10** |" in real_section
+    assert len(catalog.load("metrics_chart").axes) == 2
+    assert np.isfinite(real["metrics"]["ndcg@10"]["baseline"])
