@@ -68,10 +68,13 @@ def setup(device: str) -> tuple[str, SentenceTransformer]:
 
 def environment(device: str) -> dict[str, Any]:
     """The machine and code the figures come from."""
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-    ).stdout.strip()  # fmt: skip
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT, capture_output=True, text=True, check=False,
+        ).stdout.strip()  # fmt: skip
+    except OSError:  # no git where the benchmark runs (e.g. a GPU box)
+        commit = ""
     return {
         "device": device,
         "accelerator": torch.cuda.get_device_name() if device == "cuda" else None,

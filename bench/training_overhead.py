@@ -7,6 +7,7 @@ alternate (plain, node, plain, node, ...) so that machine noise hits both.
 Writes bench/results/training_overhead.{json,md}.
 
     .venv/bin/python bench/training_overhead.py [--products 100] [--repeats 2]
+        [--device cuda] [--bf16] [--batch-size 256] [--name training_overhead_gpu]
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 import yaml
 from datasets import Dataset
 from sentence_transformers import (
@@ -33,7 +36,7 @@ from product_search.datasets import AnswerCache, SentenceTransformerModelDataset
 from product_search.pipelines.data_generation import nodes as generation
 from product_search.pipelines.training.nodes import choose_device, train_model
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).resolve().parents[1]
 AMAZON = ROOT.parent / "shared" / "data" / "amazon-product-2020-sample1k" / "products.csv"
 AMAZON_COLUMNS = {"product_id": "Uniq Id", "title": "Product Name", "brand": None,
                   "category": "Category", "price": "Selling Price",
@@ -77,6 +80,7 @@ def plain_script(base_model, pairs: pd.DataFrame, params: dict, device: str) -> 
             data_seed=params["seed"],
             batch_sampler=BatchSamplers.NO_DUPLICATES,
             use_cpu=device == "cpu",
+            bf16=params["bf16"],
             logging_steps=1,
             save_strategy="no",
             report_to="none",
@@ -92,12 +96,17 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--bf16", action="store_true", help="CUDA only")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--name", default="training_overhead")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     device = choose_device(args.device)
-    params = load_params("training") | {"device": device}
+    params = load_params("training") | {"device": device, "bf16": args.bf16}
+    if args.batch_size:
+        params["batch_size"] = args.batch_size
     products, train = amazon_pairs(args.products)
     pairs = train.assign(text=train["product_id"].map(
         products.set_index("product_id")["text"]))  # fmt: skip
@@ -121,6 +130,8 @@ def main() -> None:
         "pairs": n_pairs,
         "epochs": epochs,
         "batch_size": params["batch_size"],
+        "bf16": args.bf16,
+        "accelerator": torch.cuda.get_device_name() if device == "cuda" else None,
         "repeats": args.repeats,
         "wall_s": times,
         "median_wall_s": {"plain": plain, "node": node},
@@ -129,17 +140,19 @@ def main() -> None:
         "target_ratio_max": 1.05,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "training_overhead.json").write_text(json.dumps(result, indent=2))
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2))
+    where = result["accelerator"] or f"{device}, {os.cpu_count()} cores"
     table = (
-        f"# Training overhead ({device}, {n_pairs} pairs x {epochs} epochs, "
-        f"batch {params['batch_size']}, median of {args.repeats})\n\n"
+        f"# Training overhead ({where}, {n_pairs} pairs x {epochs} epochs, "
+        f"batch {params['batch_size']}{', bf16' if args.bf16 else ''}, "
+        f"median of {args.repeats})\n\n"
         "| | wall s | pairs/s |\n|---|---:|---:|\n"
         f"| plain sentence-transformers | {plain:.1f} | "
         f"{result['pairs_per_s']['plain']:.1f} |\n"
         f"| project training node | {node:.1f} | {result['pairs_per_s']['node']:.1f} |\n"
         f"\nratio node/plain = **{node / plain:.3f}** (target <= 1.05)\n"
     )
-    (args.out / "training_overhead.md").write_text(table)
+    (args.out / f"{args.name}.md").write_text(table)
     print(table)
 
 
