@@ -2,11 +2,12 @@
 script with identical settings on the same pairs?
 
 Pairs: a few hundred products of the Amazon 1k sample with offline queries.
-Both sides start from the loaded base model and end with a trained model; runs
-alternate (plain, node, plain, node, ...) so that machine noise hits both.
+Both sides start from the loaded base model and end with a trained model. After
+an untimed warm-up run, the two alternate (who goes first swaps each repeat)
+so that machine noise hits both; medians are compared.
 Writes bench/results/training_overhead.{json,md}.
 
-    .venv/bin/python bench/training_overhead.py [--products 100] [--repeats 2]
+    .venv/bin/python bench/training_overhead.py [--products 100] [--repeats 3]
         [--device cuda] [--bf16] [--batch-size 256] [--name training_overhead_gpu]
 """
 
@@ -37,7 +38,9 @@ from product_search.pipelines.data_generation import nodes as generation
 from product_search.pipelines.training.nodes import choose_device, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
-AMAZON = ROOT.parent / "shared" / "data" / "amazon-product-2020-sample1k" / "products.csv"
+AMAZON = (
+    ROOT.parent / "shared" / "data" / "amazon-product-2020-sample1k" / "products.csv"
+)
 AMAZON_COLUMNS = {"product_id": "Uniq Id", "title": "Product Name", "brand": None,
                   "category": "Category", "price": "Selling Price",
                   "description": "About Product"}  # fmt: skip
@@ -94,7 +97,8 @@ def plain_script(base_model, pairs: pd.DataFrame, params: dict, device: str) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--products", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--bf16", action="store_true", help="CUDA only")
     parser.add_argument("--batch-size", type=int, default=None)
@@ -114,13 +118,24 @@ def main() -> None:
         model_name_or_path="sentence-transformers/all-MiniLM-L6-v2"
     )
 
-    times: dict[str, list[float]] = {"plain": [], "node": []}
-    for _ in range(args.repeats):
-        times["plain"].append(plain_script(dataset.load(), pairs, params, device))
+    def node() -> float:
         base_model = dataset.load()
         started = time.perf_counter()
         train_model(train, products, base_model, params)
-        times["node"].append(time.perf_counter() - started)
+        return time.perf_counter() - started
+
+    def plain() -> float:
+        return plain_script(dataset.load(), pairs, params, device)
+
+    # An untimed first run pays for kernel selection, caches and lazy imports.
+    for _ in range(args.warmup):
+        plain()
+    times: dict[str, list[float]] = {"plain": [], "node": []}
+    for repeat in range(args.repeats):
+        # Alternate who goes first, so that drift hits both sides alike.
+        order = [("plain", plain), ("node", node)]
+        for name, run in order if repeat % 2 == 0 else reversed(order):
+            times[name].append(run())
 
     n_pairs, epochs = len(pairs), params["epochs"]
     plain, node = statistics.median(times["plain"]), statistics.median(times["node"])
@@ -133,9 +148,13 @@ def main() -> None:
         "bf16": args.bf16,
         "accelerator": torch.cuda.get_device_name() if device == "cuda" else None,
         "repeats": args.repeats,
+        "warmup_runs": args.warmup,
         "wall_s": times,
         "median_wall_s": {"plain": plain, "node": node},
-        "pairs_per_s": {"plain": n_pairs * epochs / plain, "node": n_pairs * epochs / node},
+        "pairs_per_s": {
+            "plain": n_pairs * epochs / plain,
+            "node": n_pairs * epochs / node,
+        },
         "ratio_node_over_plain": node / plain,
         "target_ratio_max": 1.05,
     }

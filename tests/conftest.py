@@ -27,23 +27,66 @@ def base_model():
 def tiny_products() -> pd.DataFrame:
     """Six prepared products (the output of ``prepare_products``)."""
     rows = [
-        ("p1", "Cast Iron Skillet 10 inch", "Lodge", "kitchen", 29.9,
-         "Pre-seasoned cast iron pan for searing and baking."),
-        ("p2", "Nonstick Frying Pan 12 inch", "Tefal", "kitchen", 34.5,
-         "Aluminium pan with a nonstick coating, oven safe to 200 C."),
-        ("p3", "Waterproof Hiking Boots", "Merrell", "footwear", 129.0,
-         "Leather boots with a waterproof membrane and a grippy sole."),
-        ("p4", "Running Shoes", "Asics", "footwear", 89.0,
-         "Lightweight mesh running shoes with gel cushioning."),
-        ("p5", "Chew Toy for Dogs", "Kong", "pet supplies", 12.0,
-         "Durable rubber chew toy, fill it with treats to keep dogs busy."),
-        ("p6", "Wireless Earbuds", "Sony", "electronics", 149.0,
-         "Noise cancelling earbuds with 8 hours of battery and a charging case."),
+        (
+            "p1",
+            "Cast Iron Skillet 10 inch",
+            "Lodge",
+            "kitchen",
+            29.9,
+            "Pre-seasoned cast iron pan for searing and baking.",
+        ),
+        (
+            "p2",
+            "Nonstick Frying Pan 12 inch",
+            "Tefal",
+            "kitchen",
+            34.5,
+            "Aluminium pan with a nonstick coating, oven safe to 200 C.",
+        ),
+        (
+            "p3",
+            "Waterproof Hiking Boots",
+            "Merrell",
+            "footwear",
+            129.0,
+            "Leather boots with a waterproof membrane and a grippy sole.",
+        ),
+        (
+            "p4",
+            "Running Shoes",
+            "Asics",
+            "footwear",
+            89.0,
+            "Lightweight mesh running shoes with gel cushioning.",
+        ),
+        (
+            "p5",
+            "Chew Toy for Dogs",
+            "Kong",
+            "pet supplies",
+            12.0,
+            "Durable rubber chew toy, fill it with treats to keep dogs busy.",
+        ),
+        (
+            "p6",
+            "Wireless Earbuds",
+            "Sony",
+            "electronics",
+            149.0,
+            "Noise cancelling earbuds with 8 hours of battery and a charging case.",
+        ),
     ]
     df = pd.DataFrame(
-        rows, columns=["product_id", "title", "brand", "category", "price", "description"]
+        rows,
+        columns=["product_id", "title", "brand", "category", "price", "description"],
     )
     df["text"] = (
-        df["title"] + ". " + df["brand"] + ". " + df["category"] + ". " + df["description"]
+        df["title"]
+        + ". "
+        + df["brand"]
+        + ". "
+        + df["category"]
+        + ". "
+        + df["description"]
     )
     return df

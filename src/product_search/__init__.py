@@ -1,4 +1,3 @@
-"""product-search
-"""
+"""product-search"""
 
 __version__ = "0.1"

@@ -32,7 +32,9 @@ class OptionalCSVDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
 
     def load(self) -> pd.DataFrame:
         if not self._filepath.exists():
-            return pd.DataFrame({column: pd.Series(dtype=str) for column in self._columns})
+            return pd.DataFrame(
+                {column: pd.Series(dtype=str) for column in self._columns}
+            )
         data = pd.read_csv(self._filepath, **self._load_args)
         missing = [column for column in self._columns if column not in data.columns]
         if missing:

@@ -46,8 +46,12 @@ SIZE_PATTERN = re.compile(
 
 # Who a need-based query is for, by words in the product's category.
 NEEDS = {
-    "kitchen": ["gift for someone who loves cooking", "for a small kitchen",
-                "for a beginner cook", "for meal prep"],
+    "kitchen": [
+        "gift for someone who loves cooking",
+        "for a small kitchen",
+        "for a beginner cook",
+        "for meal prep",
+    ],
     "cook": ["gift for someone who loves cooking", "for a beginner cook"],
     "foot": ["for standing all day", "for long walks", "for wide feet"],
     "shoe": ["for standing all day", "for long walks"],
@@ -109,7 +113,7 @@ def _query(product: pd.Series, query_type: str, rng: random.Random) -> str:
     category = str(product.get("category", "") or "")
     # Category paths like "Home & Kitchen | Kitchen Utensils" end in the
     # most specific level, which is what shoppers type.
-    category_leaf = category.split("|")[-1].strip().lower()
+    category_leaf = category.rsplit("|", maxsplit=1)[-1].strip().lower()
     noun = _head_noun(title, brand)
     full_text = f"{title} {product.get('description', '')}"
     attributes = (

@@ -30,12 +30,25 @@ def raw() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "sku": ["A1", "A2", "A2", "A3", "", "A5"],
-            "name": ["Caf\u00c3\u00a9 Mug", "<b>Chef</b> Knife &amp; Sheath", "Dup",
-                     "   ", "No id", "Trail   Boots"],  # fmt: skip
+            "name": [
+                "Caf\u00c3\u00a9 Mug",
+                "<b>Chef</b> Knife &amp; Sheath",
+                "Dup",
+                "   ",
+                "No id",
+                "Trail   Boots",
+            ],  # fmt: skip
             "maker": ["Kitchora", None, "X", "Y", "Z", "TrailPeak"],
             "kind": ["kitchen", "kitchen", "x", "y", "z", "footwear"],
             "cost": ["$12.50", "1,299.00", "1", "2", "3", "n/a"],
-            "about": ["Stoneware mug,<br>350 ml.", float("nan"), "", "", "", "Leather."],
+            "about": [
+                "Stoneware mug,<br>350 ml.",
+                float("nan"),
+                "",
+                "",
+                "",
+                "Leather.",
+            ],
         }
     )
 
@@ -50,7 +63,11 @@ def test_prepare_maps_columns_cleans_text_and_counts_every_drop(raw, params):
 
     assert products["product_id"].tolist() == ["A1", "A2", "A5"]
     # mojibake repaired, HTML tags and entities stripped, whitespace collapsed
-    assert products["title"].tolist() == ["Café Mug", "Chef Knife & Sheath", "Trail Boots"]
+    assert products["title"].tolist() == [
+        "Café Mug",
+        "Chef Knife & Sheath",
+        "Trail Boots",
+    ]
     assert products.loc[0, "description"] == "Stoneware mug, 350 ml."
     assert products["price"].tolist()[:2] == [12.5, 1299.0]
     assert pd.isna(products.loc[2, "price"])
@@ -61,7 +78,12 @@ def test_prepare_maps_columns_cleans_text_and_counts_every_drop(raw, params):
     assert report["input_rows"] == 6
     assert report["kept_products"] == 3
     assert report["dropped"] == {"empty_id": 1, "empty_title": 1, "duplicate_id": 1}
-    assert report["missing"] == {"brand": 1, "category": 0, "description": 1, "price": 1}
+    assert report["missing"] == {
+        "brand": 1,
+        "category": 0,
+        "description": 1,
+        "price": 1,
+    }
     assert report["repaired"]["text_repaired"] == 1
     assert report["repaired"]["html_stripped"] == 2
 
@@ -208,9 +230,16 @@ def test_filter_counts_each_cause(tiny_products, params):
         {
             "query_id": [f"q{i}" for i in range(8)],
             "product_id": ["p1", "p1", "p2", "p3", "p4", "p5", "p6", "zz"],
-            "query": ['  "Cast IRON pan"  ', "", "ab", "word " * 25,
-                      "cast iron pan", "toy to keep dogs busy", "Wireless Earbuds!",
-                      "orphan query"],  # fmt: skip
+            "query": [
+                '  "Cast IRON pan"  ',
+                "",
+                "ab",
+                "word " * 25,
+                "cast iron pan",
+                "toy to keep dogs busy",
+                "Wireless Earbuds!",
+                "orphan query",
+            ],  # fmt: skip
         }
     )
     kept, report = nodes.filter_queries(generated, tiny_products, params)
@@ -252,8 +281,11 @@ def test_split_by_product_keeps_test_products_out_of_training(params):
 
 @pytest.mark.parametrize(
     ("split", "message"),
-    [({"test_size": 1.5}, "between 0 and 1"), ({"split_by": "brand"}, "'query' or"),
-     ({"test_size": 0.01}, "both sides non-empty")],  # fmt: skip
+    [
+        ({"test_size": 1.5}, "between 0 and 1"),
+        ({"split_by": "brand"}, "'query' or"),
+        ({"test_size": 0.01}, "both sides non-empty"),
+    ],  # fmt: skip
 )
 def test_bad_split_parameters_are_refused(params, split, message):
     params["split"].update(split)

@@ -84,7 +84,9 @@ def test_cached_mnrl_trains(pairs, products, base_model, params):
     assert model.encode(["wool box"]).shape == (1, 384)
 
 
-def test_matryoshka_truncated_embeddings_still_rank(pairs, products, base_model, params):
+def test_matryoshka_truncated_embeddings_still_rank(
+    pairs, products, base_model, params
+):
     params.update(epochs=2, learning_rate=1e-4)
     params["matryoshka"] = {"enabled": True, "dims": [384, 64]}
     model, history = nodes.train_model(pairs, products, base_model, params)
@@ -120,7 +122,9 @@ def test_hard_negative_dataset_has_a_negative_column(pairs, products, base_model
         {"num_negatives": 1, "range_min": 0, "range_max": 4, "margin": 0.0},
     )  # fmt: skip
     assert mined.column_names == ["anchor", "positive", "negative_1"]
-    assert all(n != p for n, p in zip(mined["negative_1"], mined["positive"], strict=True))
+    assert all(
+        n != p for n, p in zip(mined["negative_1"], mined["positive"], strict=True)
+    )
 
 
 def test_no_training_pairs_is_a_clear_error(products, base_model, params):
@@ -132,7 +136,11 @@ def test_no_training_pairs_is_a_clear_error(products, base_model, params):
 def test_unknown_products_and_duplicates_are_dropped_and_counted(pairs, products,
                                                                  caplog):  # fmt: skip
     extra = pd.DataFrame(
-        [("x1", "mystery box", "gone"), ("x2", "oak wood box", "p0"), ("x3", " ", "p1")],
+        [
+            ("x1", "mystery box", "gone"),
+            ("x2", "oak wood box", "p0"),
+            ("x3", " ", "p1"),
+        ],
         columns=["query_id", "query", "product_id"],
     )
     with caplog.at_level(logging.WARNING):

@@ -56,7 +56,11 @@ def _rename_columns(raw: pd.DataFrame, mapping: dict[str, str | None]) -> pd.Dat
     if missing or unmapped_required:
         raise ValueError(
             f"The product catalog lacks the column(s) {', '.join(missing)}"
-            + (f"; {unmapped_required} cannot be left unmapped" if unmapped_required else "")
+            + (
+                f"; {unmapped_required} cannot be left unmapped"
+                if unmapped_required
+                else ""
+            )
             + f". It has: {list(raw.columns)}. Map your column names under "
             "`data_generation.columns` ({our_name: your_name}, or null for an "
             "optional column you do not have)."
@@ -141,9 +145,7 @@ def prepare_products(
             for column in ("brand", "category", "description")
         }
         | {"price": int(kept["price"].isna().sum())},
-        "text_truncated": int(
-            (product_text(kept, 10**9).str.len() > max_chars).sum()
-        ),
+        "text_truncated": int((product_text(kept, 10**9).str.len() > max_chars).sum()),
     }
     if counts["undecodable_text"]:
         logger.warning(
@@ -219,7 +221,9 @@ def generate_queries(
             )
     queries = queries.copy()
     queries["query_id"] = (
-        queries["product_id"] + "-q" + queries.groupby("product_id").cumcount().astype(str)
+        queries["product_id"]
+        + "-q"
+        + queries.groupby("product_id").cumcount().astype(str)
     )
     logger.info(
         "Generated %d queries for %d products with %s (%d failed)",
@@ -264,7 +268,11 @@ def filter_queries(
     dropped["duplicate"] = int(duplicate.sum())
     keep &= ~duplicate
     kept = queries[keep].reset_index(drop=True)
-    report = {"input_queries": len(queries), "kept_queries": len(kept), "dropped": dropped}
+    report = {
+        "input_queries": len(queries),
+        "kept_queries": len(kept),
+        "dropped": dropped,
+    }
     logger.info("Kept %d of %d queries (dropped: %s)", len(kept), len(queries), dropped)
     if kept.empty:
         raise ValueError(f"Every generated query was filtered out: {dropped}.")
@@ -281,7 +289,9 @@ def split_queries(
     if not 0 < test_size < 1:
         raise ValueError(f"split.test_size must be between 0 and 1, got {test_size}.")
     if split_by not in ("query", "product"):
-        raise ValueError(f"split.split_by must be 'query' or 'product', got '{split_by}'.")
+        raise ValueError(
+            f"split.split_by must be 'query' or 'product', got '{split_by}'."
+        )
     rng = np.random.default_rng(int(split["seed"]))
     units = queries["query_id"] if split_by == "query" else queries["product_id"]
     unique_units = units.drop_duplicates().to_numpy()
@@ -293,9 +303,15 @@ def split_queries(
         )
     test_units = set(rng.permutation(unique_units)[:n_test])
     is_test = units.isin(test_units)
-    train, test = queries.loc[~is_test, PAIR_COLUMNS], queries.loc[is_test, PAIR_COLUMNS]
+    train, test = (
+        queries.loc[~is_test, PAIR_COLUMNS],
+        queries.loc[is_test, PAIR_COLUMNS],
+    )
     logger.info(
-        "Split by %s: %d training pairs, %d test queries", split_by, len(train), len(test)
+        "Split by %s: %d training pairs, %d test queries",
+        split_by,
+        len(train),
+        len(test),
     )
     return train.reset_index(drop=True), test.reset_index(drop=True)
 

@@ -94,7 +94,9 @@ def _build_loss(model: SentenceTransformer, params: dict[str, Any]) -> torch.nn.
         raise ValueError(f"Unknown loss '{name}': use mnrl or cached_mnrl.")
     matryoshka = params.get("matryoshka") or {}
     if matryoshka.get("enabled"):
-        loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=list(matryoshka["dims"]))
+        loss = losses.MatryoshkaLoss(
+            model, loss, matryoshka_dims=list(matryoshka["dims"])
+        )
     return loss
 
 
