@@ -50,13 +50,36 @@ def _check_identifier(kind: str, value: Any, pattern: re.Pattern[str]) -> str:
 def _check_keys(kind: str, given: dict[str, Any], allowed: dict[str, Any]) -> None:
     unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise DatasetError(f"Unknown {kind} {unknown}; expected some of {sorted(allowed)}.")
+        raise DatasetError(
+            f"Unknown {kind} {unknown}; expected some of {sorted(allowed)}."
+        )
 
 
-def _db_message(exc: BaseException) -> str:
-    """The driver's own message, without SQLAlchemy's echo of statement and
-    parameters (which may hold a whole batch of vectors)."""
-    return str(getattr(exc, "orig", None) or exc).strip()
+class DatabaseUnavailableError(DatasetError):
+    """The database could not be reached (as opposed to a bad table or query)."""
+
+
+def _db_error(exc: BaseException, message: str) -> DatasetError:
+    """A DatasetError with the driver's own message, without SQLAlchemy's echo
+    of statement and parameters (which may hold a batch of vectors)."""
+    original = getattr(exc, "orig", None) or exc
+    # The server's one-line message when there is one (not the LINE/caret echo).
+    diagnostic = getattr(original, "diag", None)
+    detail = getattr(diagnostic, "message_primary", None) or str(original).strip()
+    # Connection failures carry no SQLSTATE, or one of class 08 / 57P (server
+    # shutting down or starting); disk full, lock timeouts etc. are not them.
+    state = getattr(original, "sqlstate", None)
+    if isinstance(original, psycopg.OperationalError) and (
+        state is None or state.startswith(("08", "57P"))
+    ):
+        return DatabaseUnavailableError(
+            f"{message}: the database is unreachable: {detail}"
+        )
+    if isinstance(original, psycopg.errors.UndefinedTable):
+        return DatasetError(
+            f"{message}: {detail}; run the deployment pipeline to create it."
+        )
+    return DatasetError(f"{message}: {detail}")
 
 
 def _column_types(data: pd.DataFrame) -> dict[str, str]:
@@ -161,7 +184,9 @@ class PgVectorTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         for key, (low, high) in HNSW_LIMITS.items():
             value = self._index_args[key]
             if isinstance(value, bool) or not isinstance(value, int):
-                raise DatasetError(f"index_args.{key} must be an integer, got {value!r}.")
+                raise DatasetError(
+                    f"index_args.{key} must be an integer, got {value!r}."
+                )
             if not low <= value <= high:
                 raise DatasetError(
                     f"index_args.{key} must be from {low} to {high}, got {value}."
@@ -197,9 +222,12 @@ class PgVectorTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         return sql.Identifier(self._schema, name)
 
     @property
-    def _qualified(self) -> str:
-        """For messages and ``to_regclass``; safe because names are checked."""
-        return f"{self._schema}.{self._table_name}" if self._schema else self._table_name
+    def qualified_name(self) -> str:
+        """``schema.table`` (or ``table``), for messages and ``to_regclass``
+        (unquoted, which is safe: names are checked lower-case identifiers)."""
+        return (
+            f"{self._schema}.{self._table_name}" if self._schema else self._table_name
+        )
 
     @property
     def _versions_table(self) -> str:
@@ -217,45 +245,39 @@ class PgVectorTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
                 return [], []
             return [d.name for d in cursor.description], cursor.fetchall()
 
-    def _existing_dimension(self, conn: Connection, table: str) -> int | None:
-        """The dimension of ``table``'s vector column, None if there is no table."""
-        qualified = f"{self._schema}.{table}" if self._schema else table
+    def _check_dimension(self, conn: Connection) -> bool:
+        """Whether the table exists; refuses one of another dimension or one
+        without a vector column."""
         _, rows = self._execute(
             conn,
             sql.SQL(
-                "SELECT to_regclass(%s) IS NOT NULL, ("
-                "SELECT a.atttypmod FROM pg_attribute a "
-                "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s "
-                "AND NOT a.attisdropped)"
+                "SELECT to_regclass(%(t)s) IS NOT NULL, ("
+                "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%(t)s) "
+                "AND attname = %(c)s AND NOT attisdropped)"
             ),
-            (qualified, qualified, VECTOR_COLUMN),
+            {"t": self.qualified_name, "c": VECTOR_COLUMN},
         )
         exists, dimension = rows[0]
-        if dimension is None:
-            if exists:
-                raise DatasetError(
-                    f"Table {qualified} has no '{VECTOR_COLUMN}' column; it was "
-                    "not written by this dataset."
-                )
-            return None
-        return int(dimension)
-
-    def _check_dimension(self, conn: Connection) -> bool:
-        """Whether the table exists; refuses one of another dimension."""
-        existing = self._existing_dimension(conn, self._table_name)
-        if existing is not None and existing != self._dimension:
+        if exists and dimension is None:
             raise DatasetError(
-                f"Table {self._qualified} holds vectors of dimension {existing}, "
+                f"Table {self.qualified_name} has no '{VECTOR_COLUMN}' column; it "
+                "was not written by this dataset."
+            )
+        if exists and dimension != self._dimension:
+            raise DatasetError(
+                f"Table {self.qualified_name} holds vectors of dimension {dimension}, "
                 f"but this dataset is configured for {self._dimension}. Use another "
                 "table_name for a model of another dimension (or drop the table)."
             )
-        return existing is not None
+        return exists
 
     # ------------------------------------------------------------ save
     def _validate(self, data: pd.DataFrame) -> np.ndarray:
         """Check the frame and return its embeddings as a float32 matrix."""
         if not isinstance(data, pd.DataFrame):
-            raise DatasetError(f"Expected a pandas DataFrame, got {type(data).__name__}.")
+            raise DatasetError(
+                f"Expected a pandas DataFrame, got {type(data).__name__}."
+            )
         missing = [c for c in (ID_COLUMN, VECTOR_COLUMN) if c not in data.columns]
         if missing:
             raise DatasetError(
@@ -265,7 +287,7 @@ class PgVectorTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
             _check_identifier("column name", column, COLUMN)
         if data.empty:
             raise DatasetError(
-                f"Refusing to replace {self._qualified} with an empty table."
+                f"Refusing to replace {self.qualified_name} with an empty table."
             )
         ids = data[ID_COLUMN]
         if ids.isna().any():
@@ -276,7 +298,10 @@ class PgVectorTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
                 f"{len(duplicated)} {ID_COLUMN}(s) occur more than once, "
                 f"e.g. {duplicated[:5]}."
             )
-        if MODEL_COLUMN in data.columns and data[MODEL_COLUMN].nunique(dropna=False) > 1:
+        if (
+            MODEL_COLUMN in data.columns
+            and data[MODEL_COLUMN].nunique(dropna=False) > 1
+        ):
             raise DatasetError(
                 f"The rows come from several models "
                 f"{sorted(map(str, data[MODEL_COLUMN].unique()))}; their vectors "
@@ -316,15 +341,16 @@ class PgVectorTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
                 self._swap(conn, staging, token)
                 self._record_version(conn, data, version, timings)
         except _DB_ERRORS as exc:
-            raise DatasetError(
-                f"Could not save {len(data)} rows to {self._qualified}; the previous "
-                f"table (if any) is unchanged: {_db_message(exc)}"
+            raise _db_error(
+                exc,
+                f"Could not save {len(data)} rows to {self.qualified_name} (the previous "
+                "table, if any, is unchanged)",
             ) from exc
         logger.info(
             "Saved %d vectors to %s as version %s: copied in %.1f s, HNSW index "
             "built in %.1f s.",
             len(data),
-            self._qualified,
+            self.qualified_name,
             version,
             timings["load_seconds"],
             timings["index_seconds"],
@@ -492,7 +518,7 @@ class PgVectorTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
             with self.engine.connect() as conn:
                 if not self._check_dimension(conn):
                     raise DatasetError(
-                        f"Table {self._qualified} does not exist yet; run the "
+                        f"Table {self.qualified_name} does not exist yet; run the "
                         "deployment pipeline first."
                     )
                 if columns is None:
@@ -503,13 +529,13 @@ class PgVectorTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
                 names, rows = self._execute(
                     conn,
                     sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
-                        selected, self._name(self._table_name), sql.Identifier(ID_COLUMN)
+                        selected,
+                        self._name(self._table_name),
+                        sql.Identifier(ID_COLUMN),
                     ),
                 )
         except _DB_ERRORS as exc:
-            raise DatasetError(
-                f"Could not load {self._qualified}: {_db_message(exc)}"
-            ) from exc
+            raise _db_error(exc, f"Could not load {self.qualified_name}") from exc
         frame = pd.DataFrame(rows, columns=names)
         if VECTOR_COLUMN in frame.columns:
             frame[VECTOR_COLUMN] = [v.to_numpy() for v in frame[VECTOR_COLUMN]]
@@ -531,8 +557,8 @@ class PgVectorTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
                     ).format(self._name(self._versions_table)),
                 )
         except _DB_ERRORS as exc:
-            raise DatasetError(
-                f"Could not read the version of {self._qualified}: {_db_message(exc)}"
+            raise _db_error(
+                exc, f"Could not read the version of {self.qualified_name}"
             ) from exc
         return dict(zip(names, rows[0], strict=True)) if rows else None
 
@@ -542,6 +568,8 @@ class PgVectorTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         """The ``k`` rows nearest to ``embedding`` by cosine distance, through the
         HNSW index, best first; each row's columns (not its vector or model) plus
         ``score`` = cosine similarity."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise DatasetError(f"k must be a positive integer, got {k!r}.")
         vector = np.asarray(embedding, dtype=np.float32)
         if vector.shape != (self._dimension,):
             raise DatasetError(
@@ -550,13 +578,18 @@ class PgVectorTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
             )
         literal = "[" + ",".join(f"{x:.9g}" for x in vector.tolist()) + "]"
         query = sql.SQL(
-            "SELECT to_jsonb(t) - {vector_name} - {model_name} AS fields, "
-            "1 - (t.{vector} <=> CAST(%(q)s AS vector)) AS score "
-            "FROM {table} AS t ORDER BY t.{vector} <=> CAST(%(q)s AS vector) "
-            "LIMIT %(k)s"
+            # Rows become JSON only after the LIMIT: a sequential scan (the
+            # planner's choice on small tables) must not convert every row.
+            "SELECT to_jsonb(t) - {dropped} AS fields, 1 - t.distance__ AS score "
+            "FROM (SELECT *, {vector} <=> CAST(%(q)s AS vector) AS distance__ "
+            "FROM {table} ORDER BY {vector} <=> CAST(%(q)s AS vector) "
+            "LIMIT %(k)s) AS t ORDER BY t.distance__"
         ).format(
-            vector_name=sql.Literal(VECTOR_COLUMN),
-            model_name=sql.Literal(MODEL_COLUMN),
+            dropped=sql.SQL("ARRAY[{}]::text[]").format(
+                sql.SQL(", ").join(
+                    map(sql.Literal, [VECTOR_COLUMN, MODEL_COLUMN, "distance__"])
+                )
+            ),
             vector=sql.Identifier(VECTOR_COLUMN),
             table=self._name(self._table_name),
         )
@@ -570,9 +603,7 @@ class PgVectorTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
                 )
                 _, rows = self._execute(conn, query, {"q": literal, "k": k})
         except _DB_ERRORS as exc:
-            raise DatasetError(
-                f"Could not search {self._qualified}: {_db_message(exc)}"
-            ) from exc
+            raise _db_error(exc, f"Could not search {self.qualified_name}") from exc
         return [{**fields, "score": float(score)} for fields, score in rows]
 
     def _exists(self) -> bool:
@@ -594,4 +625,3 @@ class PgVectorTableDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
             "load_args": self._load_args,
             "save_args": self._save_args,
         }
-

@@ -14,7 +14,9 @@ logger = logging.getLogger(__name__)
 
 
 def embed_products(
-    products: pd.DataFrame, fine_tuned_model: SentenceTransformer, params: dict[str, Any]
+    products: pd.DataFrame,
+    fine_tuned_model: SentenceTransformer,
+    params: dict[str, Any],
 ) -> pd.DataFrame:
     """Encode each product's ``text`` into a unit vector, next to its id, the
     display columns a search result shows, and the id of the model.

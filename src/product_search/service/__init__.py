@@ -1,0 +1,11 @@
+"""The search service: ``POST /embed``, ``POST /search`` and ``GET /health``
+over the fine-tuned model and the pgvector table.
+
+Start it from the project root with::
+
+    python -m product_search.service [--env ENV] [--host HOST] [--port PORT]
+"""
+
+from product_search.service.main import create_app
+
+__all__ = ["create_app"]

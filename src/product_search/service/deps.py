@@ -1,0 +1,88 @@
+"""Dependencies of the routes: the encoder, the vector table, the settings, and
+the checks of request sizes against the settings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
+
+from product_search.datasets import PgVectorTableDataset
+from product_search.service.encoder import Encoder
+from product_search.service.settings import ServiceSettings
+
+
+def get_encoder(request: Request) -> Encoder:
+    return request.app.state.encoder
+
+
+def get_table(request: Request) -> PgVectorTableDataset:
+    return request.app.state.table
+
+
+def get_settings(request: Request) -> ServiceSettings:
+    return request.app.state.settings
+
+
+EncoderDep = Annotated[Encoder, Depends(get_encoder)]
+TableDep = Annotated[PgVectorTableDataset, Depends(get_table)]
+SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
+
+
+def _error(loc: Sequence[str | int], msg: str) -> dict[str, Any]:
+    # The shape of FastAPI's own validation errors, so clients parse one format.
+    return {"type": "value_error", "loc": ("body", *loc), "msg": msg}
+
+
+def text_errors(
+    field: str, texts: Sequence[str], settings: ServiceSettings
+) -> list[dict[str, Any]]:
+    """Blank or too long texts, each with its position."""
+    errors = []
+    for index, text in enumerate(texts):
+        loc = (field, index) if field == "texts" else (field,)
+        if not text.strip():
+            errors.append(_error(loc, f"{field} must not be empty or blank."))
+        elif len(text) > settings.max_text_chars:
+            errors.append(
+                _error(
+                    loc,
+                    f"{field} has {len(text)} characters; the limit is "
+                    f"{settings.max_text_chars} (SEARCH_MAX_TEXT_CHARS).",
+                )
+            )
+    return errors
+
+
+def check_texts(texts: list[str], settings: ServiceSettings) -> None:
+    """Refuse an empty list, too many texts, blank or too long ones (422)."""
+    if not texts:
+        errors = [_error(("texts",), "texts must hold at least one text.")]
+    elif len(texts) > settings.max_texts:
+        errors = [
+            _error(
+                ("texts",),
+                f"texts holds {len(texts)} texts; the limit is "
+                f"{settings.max_texts} (SEARCH_MAX_TEXTS).",
+            )
+        ]
+    else:
+        errors = text_errors("texts", texts, settings)
+    if errors:
+        raise RequestValidationError(errors)
+
+
+def check_search(query: str, k: int, settings: ServiceSettings) -> None:
+    """Refuse a blank or too long query and a k out of range (422)."""
+    errors = text_errors("query", [query], settings)
+    if not 1 <= k <= settings.max_k:
+        errors.append(
+            _error(
+                ("k",),
+                f"k must be from 1 to {settings.max_k} (SEARCH_MAX_K), got {k}.",
+            )
+        )
+    if errors:
+        raise RequestValidationError(errors)

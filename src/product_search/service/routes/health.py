@@ -1,0 +1,51 @@
+"""GET /health: the served model and the table's version."""
+
+from fastapi import APIRouter, Response
+from kedro.io.core import DatasetError
+from starlette.concurrency import run_in_threadpool
+
+from product_search.datasets.pgvector_table import DatabaseUnavailableError
+from product_search.service.deps import EncoderDep, TableDep
+from product_search.service.schemas import HealthResponse, TableVersion
+
+router = APIRouter(tags=["health"])
+
+
+@router.get(
+    "/health",
+    responses={
+        503: {"model": HealthResponse, "description": "The database is unreachable."}
+    },
+)
+async def health(
+    encoder: EncoderDep, table: TableDep, response: Response
+) -> HealthResponse:
+    """Model, table version and row count, and whether the database answers."""
+    served = {"model": encoder.model_id, "dimension": encoder.dimension}
+    try:
+        info = await run_in_threadpool(table.info)
+    except DatabaseUnavailableError as exc:
+        response.status_code = 503
+        return HealthResponse(status="error", database=False, detail=str(exc), **served)
+    except DatasetError as exc:
+        return HealthResponse(status="error", database=True, detail=str(exc), **served)
+    if info is None:
+        return HealthResponse(
+            status="no_table",
+            database=True,
+            detail=f"Table {table.qualified_name} does not exist yet: run "
+            "`kedro run --pipeline deployment`.",
+            **served,
+        )
+    return HealthResponse(
+        status="ok",
+        database=True,
+        table=TableVersion(name=table.qualified_name, **_version_fields(info)),
+        model_matches_table=info["model"] == encoder.model_id,
+        **served,
+    )
+
+
+def _version_fields(info: dict) -> dict:
+    keys = ("version", "model", "dimension", "row_count", "created_at")
+    return {key: info[key] for key in keys}

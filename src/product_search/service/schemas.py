@@ -1,0 +1,81 @@
+"""Request and response bodies of the service."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+
+class EmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[StrictStr] = Field(
+        description="Texts to embed, at most SEARCH_MAX_TEXTS, each non-blank and "
+        "at most SEARCH_MAX_TEXT_CHARS characters."
+    )
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    dimension: int
+    embeddings: list[list[float]] = Field(description="Unit vectors, one per text.")
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: StrictStr = Field(description="What the shopper typed.")
+    k: StrictInt | None = Field(
+        None,
+        description="How many products, 1 to SEARCH_MAX_K (default SEARCH_DEFAULT_K).",
+    )
+
+
+class SearchHit(BaseModel):
+    """A product and its cosine similarity to the query; further display
+    columns of the table appear as extra fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    product_id: str
+    score: float = Field(description="Cosine similarity, 1 = same direction.")
+    title: str | None = None
+    brand: str | None = None
+    category: str | None = None
+    price: float | None = None
+
+
+class SearchResponse(BaseModel):
+    model: str
+    query: str
+    k: int
+    results: list[SearchHit]
+
+
+class TableVersion(BaseModel):
+    name: str
+    version: str
+    model: str | None
+    dimension: int
+    row_count: int
+    created_at: datetime
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "no_table", "error"] = Field(
+        description="ok: ready to search; no_table: the deployment pipeline has "
+        "not run yet (/embed works); error: see detail (HTTP 503 when the "
+        "database is unreachable)."
+    )
+    model: str
+    dimension: int
+    database: bool = Field(description="Whether the database answered.")
+    table: TableVersion | None = None
+    model_matches_table: bool | None = Field(
+        None,
+        description="Whether the table's vectors come from the served model; "
+        "searching vectors of another model gives meaningless results.",
+    )
+    detail: str | None = None

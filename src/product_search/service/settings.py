@@ -1,0 +1,41 @@
+"""The service's settings, from ``SEARCH_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Where the service listens and what a request may ask for.
+
+    Every field can be set through the environment, e.g. ``SEARCH_PORT=9000``
+    or ``SEARCH_MAX_K=50``; command-line options win over the environment.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SEARCH_")
+
+    env: str | None = Field(None, description="Kedro environment (default: local).")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_texts: int = Field(64, ge=1, description="Texts per /embed request.")
+    max_text_chars: int = Field(1000, ge=1, description="Characters per text or query.")
+    max_k: int = Field(100, ge=1, le=1000, description="Largest k for /search.")
+    default_k: int = Field(10, ge=1, description="k when a request gives none.")
+    # HNSW candidate list size; the benchmark (bench/pgvector_hnsw.py) shows
+    # its recall and latency. Raised to k when k is larger.
+    ef_search: int = Field(100, ge=1, le=1000)
+    # Texts per model.encode call when concurrent requests are encoded together.
+    max_batch_texts: int = Field(64, ge=1)
+    # PyTorch intra-op threads (None: one per core). On a machine shared with
+    # other CPU-bound work, 1 avoids threads waiting on each other for a core
+    # (see bench/results/embed_service.md).
+    torch_threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _default_k_within_max_k(self) -> ServiceSettings:
+        if self.default_k > self.max_k:
+            raise ValueError(
+                f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})."
+            )
+        return self

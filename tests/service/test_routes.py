@@ -1,0 +1,205 @@
+"""/embed, /search and /health over HTTP (TestClient), with real model and DB."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+# ---------------------------------------------------------------- /embed
+
+
+def test_embed_returns_the_models_unit_vectors(client, base_model):
+    texts = ["cast iron pan", "running shoes for trail", "dog toy"]
+
+    response = client.post("/embed", json={"texts": texts})
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["model"], body["dimension"]) == (MODEL, 384)
+    vectors = np.array(body["embeddings"])
+    assert vectors.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(
+        vectors, base_model.encode(texts, normalize_embeddings=True), atol=1e-5
+    )
+
+
+def test_concurrent_requests_are_encoded_together_with_the_same_result(
+    encoder, base_model, monkeypatch
+):
+    texts = [["cast iron pan"], ["hiking boots", "earbuds"], ["chew toy"]]
+    calls = []
+    encode = encoder.encode
+    monkeypatch.setattr(encoder, "encode", lambda t: calls.append(t) or encode(t))
+
+    async def three_at_once():
+        return await asyncio.gather(*(encoder.aencode(t) for t in texts))
+
+    results = asyncio.run(three_at_once())
+
+    # All three requests were waiting when the model became free: one call.
+    assert calls == [["cast iron pan", "hiking boots", "earbuds", "chew toy"]]
+
+    for batch, vectors in zip(texts, results, strict=True):
+        np.testing.assert_allclose(
+            vectors, base_model.encode(batch, normalize_embeddings=True), atol=1e-5
+        )
+
+
+# ---------------------------------------------------------------- /search
+
+
+def test_search_for_a_products_title_finds_that_product_first(
+    client, tiny_products, base_model
+):
+    for product in tiny_products.itertuples():
+        response = client.post("/search", json={"query": product.title, "k": 3})
+
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["model"], body["query"], body["k"]) == (MODEL, product.title, 3)
+        assert len(body["results"]) == 3
+        top = body["results"][0]
+        assert top["product_id"] == product.product_id
+        assert (top["title"], top["brand"], top["category"], top["price"]) == (
+            product.title, product.brand, product.category, product.price
+        )  # fmt: skip
+        scores = [hit["score"] for hit in body["results"]]
+        assert scores == sorted(scores, reverse=True)
+        query, text = base_model.encode(
+            [product.title, product.text], normalize_embeddings=True
+        )
+        assert top["score"] == pytest.approx(float(query @ text), abs=1e-4)
+
+
+def test_search_without_k_returns_default_k_products(client):
+    body = client.post("/search", json={"query": "frying pan"}).json()
+
+    assert body["k"] == 2  # SEARCH_DEFAULT_K in the test settings
+    assert [hit["product_id"] for hit in body["results"]] == ["p2", "p1"]
+
+
+def test_search_without_a_table_is_503_with_a_hint(make_client, make_dataset):
+    client = make_client(make_dataset())
+
+    response = client.post("/search", json={"query": "pan", "k": 3})
+
+    assert response.status_code == 503
+    assert response.json()["detail"].endswith(
+        "does not exist; run the deployment pipeline to create it."
+    )
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "loc", "message"),
+    [
+        ("/embed", {"texts": []}, ["body", "texts"], "texts must hold at least one text."),
+        ("/embed", {"texts": ["a"] * 5}, ["body", "texts"], "texts holds 5 texts; the limit is 4 (SEARCH_MAX_TEXTS)."),
+        ("/embed", {"texts": ["ok", "x" * 61]}, ["body", "texts", 1], "texts has 61 characters; the limit is 60 (SEARCH_MAX_TEXT_CHARS)."),
+        ("/embed", {"texts": ["ok", "  "]}, ["body", "texts", 1], "texts must not be empty or blank."),
+        ("/embed", {"texts": "one text"}, ["body", "texts"], "Input should be a valid list"),
+        ("/embed", {"texts": ["ok", 3]}, ["body", "texts", 1], "Input should be a valid string"),
+        ("/embed", {}, ["body", "texts"], "Field required"),
+        ("/embed", {"texts": ["ok"], "model": "x"}, ["body", "model"], "Extra inputs are not permitted"),
+        ("/search", {"query": ""}, ["body", "query"], "query must not be empty or blank."),
+        ("/search", {"query": " \t"}, ["body", "query"], "query must not be empty or blank."),
+        ("/search", {"query": "x" * 61, "k": 1}, ["body", "query"], "query has 61 characters; the limit is 60 (SEARCH_MAX_TEXT_CHARS)."),
+        ("/search", {"query": "pan", "k": 0}, ["body", "k"], "k must be from 1 to 5 (SEARCH_MAX_K), got 0."),
+        ("/search", {"query": "pan", "k": 6}, ["body", "k"], "k must be from 1 to 5 (SEARCH_MAX_K), got 6."),
+        ("/search", {"query": "pan", "k": "3"}, ["body", "k"], "Input should be a valid integer"),
+        ("/search", {"query": "pan", "k": 2.5}, ["body", "k"], "Input should be a valid integer"),
+        ("/search", {"query": ["pan"]}, ["body", "query"], "Input should be a valid string"),
+        ("/search", {"k": 3}, ["body", "query"], "Field required"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_a_422_naming_the_problem(bare_client, path, body, loc, message):
+    response = bare_client.post(path, json=body)
+
+    assert response.status_code == 422
+    errors = response.json()["detail"]
+    assert [(e["loc"], e["msg"]) for e in errors] == [(loc, message)]
+
+
+def test_a_body_that_is_not_json_is_a_422(bare_client):
+    response = bare_client.post(
+        "/search", content=b"query=pan", headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
+# ---------------------------------------------------------------- /health
+
+
+def test_health_shows_model_and_table_version(client, deployed_table):
+    version = deployed_table.info()["version"]
+
+    response = client.get("/health")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (
+        body.pop("table").items()
+        >= {
+            "name": deployed_table.qualified_name,
+            "version": version,
+            "model": MODEL,
+            "dimension": 384,
+            "row_count": 6,
+        }.items()
+    )
+    assert body == {
+        "status": "ok",
+        "model": MODEL,
+        "dimension": 384,
+        "database": True,
+        "model_matches_table": True,
+        "detail": None,
+    }
+
+
+def test_health_without_a_table(make_client, make_dataset):
+    table = make_dataset()
+
+    body = make_client(table).get("/health").json()
+
+    assert (body["status"], body["database"], body["table"]) == ("no_table", True, None)
+    assert f"Table {table.qualified_name} does not exist yet" in body["detail"]
+
+
+def test_health_is_503_when_the_database_is_unreachable(make_client, make_dataset):
+    table = make_dataset(
+        credentials={"con": "postgresql+psycopg://postgres@/postgres?host=/nonexistent"}
+    )
+    client = make_client(table)
+
+    response = client.get("/health")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert (body["status"], body["database"], body["model"]) == ("error", False, MODEL)
+    assert "the database is unreachable" in body["detail"]
+    assert client.post("/search", json={"query": "pan", "k": 1}).status_code == 503
+    assert client.post("/embed", json={"texts": ["pan"]}).status_code == 200
+
+
+def test_health_flags_a_table_built_by_another_model(
+    make_client, make_dataset, deployed_table
+):
+    other = make_dataset()
+    other.save(deployed_table.load().assign(model="data/06_models/other@v1"))
+
+    body = make_client(other).get("/health").json()
+
+    assert body["status"] == "ok"
+    assert body["table"]["model"] == "data/06_models/other@v1"
+    assert body["model_matches_table"] is False
