@@ -1,5 +1,9 @@
 """Project settings. See https://docs.kedro.org/en/stable/configure/ for the defaults."""
 
+from product_search.hooks import ServiceHintHooks
+
+HOOKS = (ServiceHintHooks(),)
+
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

@@ -111,3 +111,18 @@ def test_kedro_run_test_env_with_params_override(per_product):
     assert quality["products"]["kept_products"] == 40  # max_products in conf/test
     assert len(generated) == 40 * per_product
     assert generated.groupby("product_id").size().eq(per_product).all()
+
+
+def test_a_run_that_deploys_says_how_to_start_the_service(caplog):
+    from product_search.hooks import ServiceHintHooks  # noqa: PLC0415
+
+    deployment = register_pipelines()["deployment"]
+    with caplog.at_level("INFO", logger="product_search.hooks"):
+        ServiceHintHooks().after_pipeline_run({"env": "prod"}, deployment)
+        ServiceHintHooks().after_pipeline_run(
+            {"env": None}, register_pipelines()["training"]
+        )
+    assert caplog.messages == [
+        "The product table is deployed. Start the search service with: "
+        "python -m product_search.service --env prod"
+    ]
