@@ -323,6 +323,38 @@ def test_lasting_malformed_answer_is_a_failure_row_and_the_run_goes_on(
     assert route.call_count == 5 + 3
 
 
+def test_failures_past_the_bound_stop_the_run_early(
+    claude_api, claude_client, cache, tiny_products
+):
+    # An unreachable or broken API fails every product: stop at the second
+    # failure instead of spending every product's retries.
+    route = claude_api.post("/v1/messages").mock(
+        return_value=api_error(529, "overloaded_error")
+    )
+
+    with pytest.raises(QueryGenerationError, match=r"for 2 products, more than the 1"):
+        run(tiny_products, cache, claude_client, max_concurrency=1, max_failures=1)
+
+    # Two products with three attempts each; the worker may already have made
+    # the third product's first attempt. Without the bound: 6 x 3 calls.
+    assert route.call_count in (6, 7)
+
+
+def test_failures_within_the_bound_are_returned(
+    claude_api, claude_client, cache, tiny_products
+):
+    claude_api.post("/v1/messages").mock(
+        side_effect=answer_each(
+            tiny_products, broken={"p3": api_error(400, "invalid_request_error")}
+        )
+    )
+
+    queries, failures = run(tiny_products, cache, claude_client, max_failures=1)
+
+    assert failures["product_id"].tolist() == ["p3"]
+    assert len(queries) == 5 * 4
+
+
 def test_malformed_then_good_answer_is_retried(
     claude_api, claude_client, cache, tiny_products
 ):

@@ -137,13 +137,16 @@ def generate_with_claude(
     price_per_mtok: dict[str, float],
     client: anthropic.Anthropic | None = None,
     retry_wait_s: float = 1.0,
+    max_failures: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Ask Claude for ``queries_per_product`` shopper queries per product.
 
     Rate limits, overload, 5xx, timeouts and malformed answers are retried with
     exponential backoff; a product that still fails goes to the failures frame
     and the run goes on. A rejected key or unknown model stops the run with a
-    ``QueryGenerationError``. Without ``client``, one is built from the
+    ``QueryGenerationError``, and so do more than ``max_failures`` failed
+    products, as soon as they are reached (an unreachable API or a broken
+    prompt would otherwise cost every product its retries). Without ``client``, one is built from the
     environment (``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``), and only when
     some product is not cached yet. There is no temperature: API version
     2026-10-21, which anthropic>=2 sends, rejects sampling parameters.
@@ -191,7 +194,9 @@ def generate_with_claude(
             max_retries=max_retries,
             retry_wait_s=retry_wait_s,
         )
-        _ask_all(ask, to_ask, max_concurrency, answers, totals)
+        _ask_all(
+            ask, to_ask, max_concurrency, answers, totals, max_failures=max_failures
+        )
 
     queries = pd.DataFrame(
         [
@@ -349,8 +354,11 @@ def _ask_all(
     max_concurrency: int,
     answers: dict[int, list[dict[str, str]]],
     totals: _Totals,
+    *,
+    max_failures: int | None,
 ) -> None:
-    """Ask for every product, ``max_concurrency`` at a time, into the totals."""
+    """Ask for every product, ``max_concurrency`` at a time, into the totals;
+    stop once more than ``max_failures`` products have failed."""
     progress_every = max(1, len(to_ask) // 10)
     stop = threading.Event()
     with ThreadPoolExecutor(max_concurrency, thread_name_prefix="claude") as pool:
@@ -374,6 +382,14 @@ def _ask_all(
                         "error": outcome.error,
                         "attempts": outcome.attempts,
                     }
+                    if max_failures is not None and len(totals.failures) > max_failures:
+                        raise QueryGenerationError(
+                            f"Claude gave no usable queries for {len(totals.failures)} "
+                            f"products, more than the {max_failures} that "
+                            f"max_failure_rate allows for {len(to_ask)} products "
+                            f"(e.g. {product_id}: {outcome.error}). Answers received "
+                            "so far are cached: rerun to resume."
+                        )
                 else:
                     answers[position] = outcome.queries
                 if done % progress_every == 0:

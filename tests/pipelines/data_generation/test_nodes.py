@@ -12,7 +12,6 @@ from kedro_datasets.pandas import CSVDataset
 
 from product_search.datasets import AnswerCache
 from product_search.pipelines.data_generation import nodes
-from product_search.providers import QueryGenerationError
 
 CONF = Path(__file__).parents[3] / "conf" / "base"
 
@@ -187,8 +186,9 @@ def test_unknown_provider_is_refused(tiny_products, params):
         nodes.generate_queries(tiny_products, AnswerCache("x"), params)
 
 
-def _fake_claude(failed_ids):
+def _fake_claude(failed_ids, seen):
     def fake(products, cache, **kwargs):
+        seen.update(kwargs)
         ok = products[~products["product_id"].isin(failed_ids)]
         queries = pd.DataFrame({"product_id": ok["product_id"], "query": "a query",
                                 "query_type": "general", "provider": "claude",
@@ -200,29 +200,24 @@ def _fake_claude(failed_ids):
     return fake
 
 
-def test_claude_failures_under_the_threshold_let_the_run_go_on(
+def test_claude_gets_its_parameters_and_the_failure_bound(
     tiny_products, params, monkeypatch
 ):
     from product_search.providers import claude  # noqa: PLC0415
 
-    monkeypatch.setattr(claude, "generate_with_claude", _fake_claude(["p2"]))
+    seen: dict = {}
+    monkeypatch.setattr(claude, "generate_with_claude", _fake_claude(["p2"], seen))
     params.update(provider="claude")
-    params["claude"]["max_failure_rate"] = 0.2  # 1 of 6 = 16.7%
+    params["claude"]["max_failure_rate"] = 0.34  # 6 products: 2 may fail
     queries, failures = nodes.generate_queries(tiny_products, AnswerCache("x"), params)
     assert len(queries) == 5
+    assert queries["query_id"].tolist() == [f"p{i}-q0" for i in (1, 3, 4, 5, 6)]
     assert failures["product_id"].tolist() == ["p2"]
-
-
-def test_claude_failures_over_the_threshold_stop_the_run(
-    tiny_products, params, monkeypatch
-):
-    from product_search.providers import claude  # noqa: PLC0415
-
-    monkeypatch.setattr(claude, "generate_with_claude", _fake_claude(["p2", "p4"]))
-    params.update(provider="claude")
-    params["claude"]["max_failure_rate"] = 0.2  # 2 of 6 = 33.3%
-    with pytest.raises(QueryGenerationError, match=r"2 of 6 products \(33.3%"):
-        nodes.generate_queries(tiny_products, AnswerCache("x"), params)
+    assert seen["max_failures"] == 2
+    assert seen["model"] == "claude-sonnet-4-20250514"
+    assert seen["prompt_version"] == "v1"
+    assert seen["queries_per_product"] == 4
+    assert "max_failure_rate" not in seen
 
 
 def test_filter_counts_each_cause(tiny_products, params):

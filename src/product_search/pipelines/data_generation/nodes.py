@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from product_search.datasets import AnswerCache
-from product_search.providers import QUERY_COLUMNS, QueryGenerationError
+from product_search.providers import QUERY_COLUMNS
 from product_search.providers.offline import generate_offline
 
 logger = logging.getLogger(__name__)
@@ -202,23 +202,14 @@ def generate_queries(
 
         claude = dict(params["claude"])
         max_failure_rate = float(claude.pop("max_failure_rate"))
-        claude.pop("prompt_version", None)
         queries, failures = generate_with_claude(
-            products, query_cache, queries_per_product=per_product,
-            query_types=query_types, prompt_version=params["claude"]["prompt_version"],
+            products,
+            query_cache,
+            queries_per_product=per_product,
+            query_types=query_types,
+            max_failures=int(max_failure_rate * len(products)),
             **claude,
-        )  # fmt: skip
-        rate = len(failures) / max(len(products), 1)
-        if rate > max_failure_rate:
-            examples = "; ".join(
-                f"{r.product_id}: {r.error}" for r in failures.head(3).itertuples()
-            )
-            raise QueryGenerationError(
-                f"Query generation failed for {len(failures)} of {len(products)} "
-                f"products ({rate:.1%} > max_failure_rate {max_failure_rate:.1%}), "
-                f"e.g. {examples}. Answers received so far are cached: rerun to "
-                "resume."
-            )
+        )
     queries = queries.copy()
     queries["query_id"] = (
         queries["product_id"]
