@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import logging
+import sys
+import traceback
+from types import TracebackType
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
+from kedro.io.core import DatasetError
 from kedro.pipeline import Pipeline
 
+from product_search.providers import QueryGenerationError
+
 logger = logging.getLogger(__name__)
+
+# Raised by the project on purpose, with a message that says what to fix.
+CLEAR_ERRORS = (ValueError, DatasetError, QueryGenerationError)
 
 
 class ServiceHintHooks:
@@ -26,3 +35,40 @@ class ServiceHintHooks:
             "python -m product_search.service%s",
             f" --env {env}" if env else "",
         )
+
+
+def raised_on_purpose(error: BaseException | None) -> bool:
+    """Whether ``error``, or one it was raised from, is a clear error that the
+    project's own code raised for bad input or a rejected call."""
+    while error is not None:
+        frames = traceback.extract_tb(error.__traceback__)
+        if (
+            isinstance(error, CLEAR_ERRORS)
+            and frames
+            and "/product_search/" in frames[-1].filename.replace("\\", "/")
+        ):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+class ClearErrorHooks:
+    """A run that stops on a clear error of ours (a missing column, a rejected
+    API key) ends with that message, not with a page of traceback."""
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        if getattr(sys.excepthook, "shows_clear_errors", False):
+            return
+        previous = sys.excepthook
+
+        def excepthook(
+            kind: type[BaseException], error: BaseException, tb: TracebackType | None
+        ) -> None:
+            if raised_on_purpose(error):
+                sys.stderr.write(f"\nError: {error}\n")
+            else:
+                previous(kind, error, tb)
+
+        excepthook.shows_clear_errors = True  # type: ignore[attr-defined]
+        sys.excepthook = excepthook

@@ -1,8 +1,8 @@
 """Project settings. See https://docs.kedro.org/en/stable/configure/ for the defaults."""
 
-from product_search.hooks import ServiceHintHooks
+from product_search.hooks import ClearErrorHooks, ServiceHintHooks
 
-HOOKS = (ServiceHintHooks(),)
+HOOKS = (ServiceHintHooks(), ClearErrorHooks())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -1,0 +1,59 @@
+"""Project hooks: a clear error ends a run with its message, not a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from kedro.io.core import DatasetError
+
+from product_search.hooks import raised_on_purpose
+from product_search.pipelines.data_generation.nodes import prepare_products
+
+ROOT = Path(__file__).parents[1]
+
+
+def _caught(call) -> BaseException:
+    with pytest.raises(Exception) as info:
+        call()
+    return info.value
+
+
+def test_our_clear_errors_are_recognised_even_when_wrapped():
+    ours = _caught(lambda: prepare_products(pd.DataFrame(), {}))
+    assert raised_on_purpose(ours)
+
+    def wrapped():
+        try:
+            prepare_products(pd.DataFrame(), {})
+        except ValueError as error:
+            raise DatasetError("Failed while saving data") from error
+
+    assert raised_on_purpose(_caught(wrapped))
+
+
+def test_other_errors_keep_their_traceback():
+    assert not raised_on_purpose(_caught(lambda: int("not a number")))
+    assert not raised_on_purpose(_caught(lambda: 1 / 0))
+
+
+def test_kedro_run_with_a_bad_column_mapping_ends_with_the_message():
+    result = subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--pipeline=data_generation",
+         "--env=test", "--params=data_generation.columns.title=name"],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert output.rstrip().endswith(
+        "Error: The product catalog lacks the column(s) 'name' (for title). It has: "
+        "['product_id', 'title', 'brand', 'category', 'price', 'description']. Map "
+        "your column names under `data_generation.columns` ({our_name: your_name}, "
+        "or null for an optional column you do not have)."
+    )
+    assert "Traceback" not in output
