@@ -27,6 +27,16 @@ from product_search.pipelines.training.nodes import choose_device
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+AMAZON = SHARED / "data" / "amazon-product-2020-sample1k" / "products.csv"
+# Our columns from theirs (see SOURCE.md: Brand Name is empty in every row).
+AMAZON_COLUMNS = {
+    "product_id": "Uniq Id",
+    "title": "Product Name",
+    "brand": None,
+    "category": "Category",
+    "price": "Selling Price",
+    "description": "About Product",
+}
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

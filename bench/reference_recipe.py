@@ -19,7 +19,8 @@ import time
 
 import pandas as pd
 from common import (
-    SHARED,
+    AMAZON,
+    AMAZON_COLUMNS,
     environment,
     evaluate,
     fmt_change,
@@ -38,16 +39,6 @@ from product_search.pipelines.data_generation import nodes as generation
 from product_search.pipelines.training.nodes import train_model
 
 NAME = "reference_recipe"
-AMAZON = SHARED / "data" / "amazon-product-2020-sample1k" / "products.csv"
-# Our columns from theirs (see SOURCE.md: Brand Name is empty in every row).
-AMAZON_COLUMNS = {
-    "product_id": "Uniq Id",
-    "title": "Product Name",
-    "brand": None,
-    "category": "Category",
-    "price": "Selling Price",
-    "description": "About Product",
-}
 SPLITS = ("query", "product")
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
+from common import AMAZON, AMAZON_COLUMNS, ROOT, generate_queries, load_params
 from datasets import Dataset
 from sentence_transformers import (
     SentenceTransformerTrainer,
@@ -33,22 +33,9 @@ from sentence_transformers import (
 from sentence_transformers.sentence_transformer import losses
 from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
-from product_search.datasets import AnswerCache, SentenceTransformerModelDataset
+from product_search.datasets import SentenceTransformerModelDataset
 from product_search.pipelines.data_generation import nodes as generation
 from product_search.pipelines.training.nodes import choose_device, train_model
-
-ROOT = Path(__file__).resolve().parents[1]
-AMAZON = (
-    ROOT.parent / "shared" / "data" / "amazon-product-2020-sample1k" / "products.csv"
-)
-AMAZON_COLUMNS = {"product_id": "Uniq Id", "title": "Product Name", "brand": None,
-                  "category": "Category", "price": "Selling Price",
-                  "description": "About Product"}  # fmt: skip
-
-
-def load_params(name: str) -> dict:
-    with open(ROOT / "conf" / "base" / f"parameters_{name}.yml") as f:
-        return yaml.safe_load(f)[name]
 
 
 def amazon_pairs(n_products: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -57,9 +44,7 @@ def amazon_pairs(n_products: int) -> tuple[pd.DataFrame, pd.DataFrame]:
                                                "max_products": n_products}  # fmt: skip
     raw = pd.read_csv(AMAZON, dtype=str, keep_default_na=False)
     products, _ = generation.prepare_products(raw, params)
-    with tempfile.TemporaryDirectory() as cache:
-        queries, _ = generation.generate_queries(products, AnswerCache(cache), params)
-    queries, _ = generation.filter_queries(queries, products, params)
+    _, queries, _ = generate_queries(products, params)
     train, _ = generation.split_queries(queries, params)
     return products, train
 
