@@ -1,11 +1,14 @@
 """Query generation providers: who writes the shopper queries for each product.
 
-Every provider returns one row per query with the columns of
-``QUERY_COLUMNS`` (``query_id`` is filled in later by the node, so providers
-leave it out): ``product_id, query, query_type, provider, model``.
+Every provider reads prepared products (``PRODUCT_COLUMNS`` and ``text``) and
+returns one row per query with ``PROVIDER_COLUMNS``; the node then adds the
+``query_id`` of ``QUERY_COLUMNS``. Products that failed come back apart, with
+``FAILURE_COLUMNS``.
 """
 
-QUERY_COLUMNS = ["query_id", "product_id", "query", "query_type", "provider", "model"]
+PRODUCT_COLUMNS = ["product_id", "title", "brand", "category", "price", "description"]
+PROVIDER_COLUMNS = ["product_id", "query", "query_type", "provider", "model"]
+QUERY_COLUMNS = ["query_id", *PROVIDER_COLUMNS]
 FAILURE_COLUMNS = ["product_id", "error", "attempts"]
 
 

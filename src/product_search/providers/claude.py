@@ -28,14 +28,17 @@ from tenacity import (
 )
 
 from product_search.datasets.answer_cache import AnswerCache
-from product_search.providers import FAILURE_COLUMNS, QueryGenerationError
+from product_search.providers import (
+    FAILURE_COLUMNS,
+    PRODUCT_COLUMNS,
+    PROVIDER_COLUMNS,
+    QueryGenerationError,
+)
 
 logger = logging.getLogger(__name__)
 
 PROVIDER = "claude"
 TOOL_NAME = "record_queries"
-PRODUCT_COLUMNS = ["product_id", "title", "brand", "category", "price", "description"]
-OUTPUT_COLUMNS = ["product_id", "query", "query_type", "provider", "model"]
 MAX_RETRY_WAIT_S = 60.0
 
 QUERY_TYPE_GUIDE = {
@@ -210,7 +213,7 @@ def generate_with_claude(
             for position in sorted(answers)
             for query in answers[position]
         ],
-        columns=OUTPUT_COLUMNS,
+        columns=PROVIDER_COLUMNS,
     )
     failures = pd.DataFrame(
         [totals.failures[position] for position in sorted(totals.failures)],

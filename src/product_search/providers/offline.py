@@ -15,6 +15,8 @@ import zlib
 
 import pandas as pd
 
+from product_search.providers import PROVIDER_COLUMNS
+
 QUERY_TYPES = ("specific", "general", "need_based", "attribute_focused")
 PROVIDER = "offline"
 MODEL = "offline-templates-v1"
@@ -166,6 +168,4 @@ def generate_offline(
             query_type = query_types[i % len(query_types)]
             text = re.sub(r"\s+", " ", _query(product, query_type, rng)).strip()
             rows.append((product_id, text, query_type, PROVIDER, MODEL))
-    return pd.DataFrame(
-        rows, columns=["product_id", "query", "query_type", "provider", "model"]
-    )
+    return pd.DataFrame(rows, columns=PROVIDER_COLUMNS)

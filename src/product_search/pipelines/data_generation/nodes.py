@@ -14,12 +14,11 @@ import numpy as np
 import pandas as pd
 
 from product_search.datasets import AnswerCache
-from product_search.providers import QUERY_COLUMNS
+from product_search.providers import FAILURE_COLUMNS, PRODUCT_COLUMNS, QUERY_COLUMNS
 from product_search.providers.offline import generate_offline
 
 logger = logging.getLogger(__name__)
 
-PRODUCT_COLUMNS = ["product_id", "title", "brand", "category", "price", "description"]
 REQUIRED_COLUMNS = ("product_id", "title")
 PAIR_COLUMNS = ["query_id", "query", "product_id"]
 HTML_TAG = re.compile(r"<[^>]{1,200}>")
@@ -85,20 +84,16 @@ def _truncate(text: str, max_chars: int) -> str:
     return text[:max_chars].rsplit(" ", 1)[0]
 
 
-def product_text(products: pd.DataFrame, max_chars: int) -> pd.Series:
+def _product_text(row: pd.Series) -> str:
     """The text that gets embedded: title, brand, category, description."""
-
-    def one(row: pd.Series) -> str:
-        parts = [row["title"]]
-        if row["brand"]:
-            parts.append(f"Brand: {row['brand']}")
-        if row["category"]:
-            parts.append(f"Category: {row['category']}")
-        if row["description"]:
-            parts.append(row["description"])
-        return _truncate(". ".join(parts), max_chars)
-
-    return products.apply(one, axis=1) if len(products) else pd.Series(dtype=str)
+    parts = [row["title"]]
+    if row["brand"]:
+        parts.append(f"Brand: {row['brand']}")
+    if row["category"]:
+        parts.append(f"Category: {row['category']}")
+    if row["description"]:
+        parts.append(row["description"])
+    return ". ".join(parts)
 
 
 def prepare_products(
@@ -129,7 +124,8 @@ def prepare_products(
         )
     kept = kept.reset_index(drop=True)
     max_chars = int(params["text_max_chars"])
-    kept["text"] = product_text(kept, max_chars)
+    full_text = kept.apply(_product_text, axis=1)
+    kept["text"] = full_text.map(lambda text: _truncate(text, max_chars))
 
     report = {
         "input_rows": len(raw_products),
@@ -145,7 +141,7 @@ def prepare_products(
             for column in ("brand", "category", "description")
         }
         | {"price": int(kept["price"].isna().sum())},
-        "text_truncated": int((product_text(kept, 10**9).str.len() > max_chars).sum()),
+        "text_truncated": int((full_text.str.len() > max_chars).sum()),
     }
     if counts["undecodable_text"]:
         logger.warning(
@@ -194,7 +190,7 @@ def generate_queries(
             products, queries_per_product=per_product, query_types=query_types,
             seed=int(params["seed"]),
         )  # fmt: skip
-        failures = pd.DataFrame(columns=["product_id", "error", "attempts"])
+        failures = pd.DataFrame(columns=FAILURE_COLUMNS)
     else:
         from product_search.providers.claude import (  # noqa: PLC0415 - optional path
             generate_with_claude,
