@@ -333,7 +333,11 @@ def test_failures_past_the_bound_stop_the_run_early(
     )
 
     with pytest.raises(QueryGenerationError, match=r"for 2 products, more than the 1"):
-        run(tiny_products, cache, claude_client, max_concurrency=1, max_failures=1)
+        # The backoff gives the run time to stop before the third product's retry.
+        run(
+            tiny_products, cache, claude_client,
+            max_concurrency=1, max_failures=1, retry_wait_s=0.05,
+        )  # fmt: skip
 
     # Two products with three attempts each; the worker may already have made
     # the third product's first attempt. Without the bound: 6 x 3 calls.
