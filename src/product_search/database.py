@@ -8,7 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine
+import psycopg
+from pgvector.psycopg import register_vector
+from sqlalchemy import Engine, create_engine, event
 
 logger = logging.getLogger(__name__)
 
@@ -66,4 +68,18 @@ def get_engine(
     else:
         url = embedded_server_url(embedded_data_dir)
     # pre_ping: a long-running service outlives database restarts.
-    return create_engine(normalise_url(url), pool_pre_ping=True)
+    engine = create_engine(normalise_url(url), pool_pre_ping=True)
+    event.listen(engine, "connect", _register_vector_types)
+    return engine
+
+
+def _register_vector_types(connection: psycopg.Connection, _record: object) -> None:
+    """pgvector's types on every new connection, once: the extension is
+    created first where it is missing (a fresh database)."""
+    try:
+        register_vector(connection)
+    except psycopg.ProgrammingError:
+        connection.rollback()
+        connection.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        connection.commit()
+        register_vector(connection)

@@ -205,10 +205,11 @@ def graded_metrics(
     """Per-query graded metrics with ranx: ``{metric: {query_id: value}}``.
 
     ``qrels`` holds integer judgments (0 = irrelevant); ``run`` the retrieved
-    products' scores. NDCG uses linear gains (a product judged 2 gains 2), MRR
-    and Recall count every judgment above 0 as relevant. Every query of
-    ``qrels`` needs a relevant judgment (else its NDCG is undefined) and an
-    entry in ``run``.
+    products' scores. NDCG uses linear gains (a product judged 2 gains 2;
+    ``ndcg_burges@k`` uses 2^rel - 1), MRR and Recall count every judgment
+    above 0 as relevant. Every query of ``qrels`` needs a relevant judgment
+    (else its NDCG is undefined) and an entry in ``run``; a query that
+    retrieved nothing scores 0.
     """
     no_relevant = [qid for qid, docs in qrels.items() if not any(docs.values())]
     if no_relevant:
@@ -220,21 +221,24 @@ def graded_metrics(
         raise ValueError("The run and the judgments must cover the same queries.")
     for metric in metrics:
         parse_metric(metric)
+    retrieved = [qid for qid in qrels if run[qid]]
+    if not retrieved:
+        return {metric: dict.fromkeys(qrels, 0.0) for metric in metrics}
     ranx_qrels = Qrels.from_dict(
-        {
-            qid: {pid: int(rel) for pid, rel in docs.items()}
-            for qid, docs in qrels.items()
-        }
+        {qid: {pid: int(rel) for pid, rel in qrels[qid].items()} for qid in retrieved}
     )
     ranx_run = Run.from_dict(
-        {qid: {pid: float(s) for pid, s in docs.items()} for qid, docs in run.items()}
+        {qid: {pid: float(s) for pid, s in run[qid].items()} for qid in retrieved}
     )
     with warnings.catch_warnings():
         # ranx casts its unsigned document indices inside numba; harmless.
         warnings.simplefilter("ignore", NumbaTypeSafetyWarning)
         evaluate(ranx_qrels, ranx_run, list(metrics))
     return {
-        metric: {qid: float(ranx_run.scores[metric][qid]) for qid in qrels}
+        metric: {
+            qid: float(ranx_run.scores[metric][qid]) if run[qid] else 0.0
+            for qid in qrels
+        }
         for metric in metrics
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from product_search.pipelines.deployment.nodes import embed_products
+from product_search.pipelines.deployment.nodes import index_products
 from product_search.service import create_app
 from product_search.service.encoder import Encoder
 from product_search.service.settings import ServiceSettings
@@ -21,19 +21,29 @@ def encoder(base_model) -> Encoder:
 
 
 @pytest.fixture
-def make_dataset():
-    yield from pg.dataset_factory(dimension=384)
+def make_table():
+    """SearchTables on fresh table names."""
+    for make in pg.dataset_factory(dimension=384):
+        yield lambda **kwargs: make(**kwargs).table
 
 
 @pytest.fixture
-def deployed_table(make_dataset, tiny_products, base_model):
-    """tiny_products, embedded by the deployment node, in a fresh table."""
-    table = make_dataset()
+def product_index(tiny_products, base_model):
+    """tiny_products, embedded and analysed by the deployment node."""
     params = {
         "batch_size": 8,
         "display_columns": ["title", "brand", "category", "price"],
     }
-    table.save(embed_products(tiny_products, base_model, params))
+    return index_products(
+        tiny_products, base_model, params, {"bm25": {"k1": 1.2, "b": 0.75}}
+    )
+
+
+@pytest.fixture
+def deployed_table(make_table, product_index):
+    """tiny_products in a fresh search table."""
+    table = make_table()
+    table.save(product_index)
     return table
 
 
@@ -57,6 +67,6 @@ def client(make_client, deployed_table) -> TestClient:
 
 
 @pytest.fixture
-def bare_client(make_client, make_dataset) -> TestClient:
+def bare_client(make_client, make_table) -> TestClient:
     """A client over a table that was never saved: enough to test bad input."""
-    return make_client(make_dataset())
+    return make_client(make_table())

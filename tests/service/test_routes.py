@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import numpy as np
 import pytest
@@ -58,11 +59,15 @@ def test_search_for_a_products_title_finds_that_product_first(
     client, tiny_products, base_model
 ):
     for product in tiny_products.itertuples():
-        response = client.post("/search", json={"query": product.title, "k": 3})
+        response = client.post(
+            "/search", json={"query": product.title, "k": 3, "mode": "dense"}
+        )
 
         assert response.status_code == 200, response.text
         body = response.json()
-        assert (body["model"], body["query"], body["k"]) == (MODEL, product.title, 3)
+        assert (body["model"], body["query"], body["k"], body["mode"]) == (
+            MODEL, product.title, 3, "dense"
+        )  # fmt: skip
         assert len(body["results"]) == 3
         top = body["results"][0]
         assert top["product_id"] == product.product_id
@@ -77,15 +82,55 @@ def test_search_for_a_products_title_finds_that_product_first(
         assert top["score"] == pytest.approx(float(query @ text), abs=1e-4)
 
 
-def test_search_without_k_returns_default_k_products(client):
+def test_search_without_k_or_mode_is_hybrid_with_default_k_products(client):
     body = client.post("/search", json={"query": "frying pan"}).json()
 
-    assert body["k"] == 2  # SEARCH_DEFAULT_K in the test settings
+    assert (body["k"], body["mode"]) == (2, "hybrid")  # SEARCH_DEFAULT_K: 2
     assert [hit["product_id"] for hit in body["results"]] == ["p2", "p1"]
 
 
-def test_search_without_a_table_is_503_with_a_hint(make_client, make_dataset):
-    client = make_client(make_dataset())
+def test_each_hit_shows_its_rank_and_score_in_each_lane(client, deployed_table):
+    query = "cast iron skillet for searing"
+    modes = {
+        mode: client.post("/search", json={"query": query, "k": 5, "mode": mode})
+        for mode in ("hybrid", "dense", "lexical")
+    }
+
+    assert {mode: r.status_code for mode, r in modes.items()} == dict.fromkeys(
+        modes, 200
+    )
+    hybrid, dense, lexical = (modes[m].json()["results"] for m in modes)
+    # Only the skillet holds "cast", "iron", "skillet" or "sear".
+    assert [h["product_id"] for h in lexical] == ["p1"]
+    assert (lexical[0]["lexical_rank"], lexical[0]["dense_rank"]) == (1, None)
+    assert [h["lexical_rank"] for h in dense] == [None] * 5
+    assert [h["dense_rank"] for h in dense] == [1, 2, 3, 4, 5]
+    top = hybrid[0]
+    assert (top["product_id"], top["dense_rank"], top["lexical_rank"]) == ("p1", 1, 1)
+    assert top["lexical_score"] == pytest.approx(lexical[0]["score"])
+    assert top["dense_score"] == pytest.approx(dense[0]["score"])
+    # RRF with the default k = 60 and weights 1: 1/61 + 1/61.
+    assert top["score"] == pytest.approx(2 / 61)
+    assert [h["lexical_rank"] for h in hybrid[1:]] == [None] * 4
+    # The table's ranking, through the same code.
+    expected = deployed_table.search(query, None, 5, mode="lexical")
+    assert [h.product_id for h in expected] == ["p1"]
+
+
+def test_a_query_without_a_lexical_match_still_gets_dense_results(client):
+    hybrid = client.post("/search", json={"query": "zqxv wug", "k": 3}).json()
+    lexical = client.post(
+        "/search", json={"query": "zqxv wug", "k": 3, "mode": "lexical"}
+    ).json()
+
+    assert len(hybrid["results"]) == 3
+    assert [h["lexical_rank"] for h in hybrid["results"]] == [None] * 3
+    assert [h["dense_rank"] for h in hybrid["results"]] == [1, 2, 3]
+    assert lexical["results"] == []
+
+
+def test_search_without_a_table_is_503_with_a_hint(make_client, make_table):
+    client = make_client(make_table())
 
     response = client.post("/search", json={"query": "pan", "k": 3})
 
@@ -118,6 +163,7 @@ def test_search_without_a_table_is_503_with_a_hint(make_client, make_dataset):
         ("/search", {"query": "pan", "k": 2.5}, ["body", "k"], "Input should be a valid integer"),
         ("/search", {"query": ["pan"]}, ["body", "query"], "Input should be a valid string"),
         ("/search", {"k": 3}, ["body", "query"], "Field required"),
+        ("/search", {"query": "pan", "mode": "semantic"}, ["body", "mode"], "Input should be 'hybrid', 'dense' or 'lexical'"),
     ],
 )  # fmt: skip
 def test_bad_input_is_a_422_naming_the_problem(bare_client, path, body, loc, message):
@@ -155,6 +201,9 @@ def test_health_shows_model_and_table_version(client, deployed_table):
             "model": MODEL,
             "dimension": 384,
             "row_count": 6,
+            "analyzer": "product-text-v1",
+            "bm25_k1": 1.2,
+            "bm25_b": 0.75,
         }.items()
     )
     assert body == {
@@ -167,8 +216,8 @@ def test_health_shows_model_and_table_version(client, deployed_table):
     }
 
 
-def test_health_without_a_table(make_client, make_dataset):
-    table = make_dataset()
+def test_health_without_a_table(make_client, make_table):
+    table = make_table()
 
     body = make_client(table).get("/health").json()
 
@@ -176,8 +225,8 @@ def test_health_without_a_table(make_client, make_dataset):
     assert f"Table {table.qualified_name} does not exist yet" in body["detail"]
 
 
-def test_health_is_503_when_the_database_is_unreachable(make_client, make_dataset):
-    table = make_dataset(
+def test_health_is_503_when_the_database_is_unreachable(make_client, make_table):
+    table = make_table(
         credentials={"con": "postgresql+psycopg://postgres@/postgres?host=/nonexistent"}
     )
     client = make_client(table)
@@ -193,10 +242,11 @@ def test_health_is_503_when_the_database_is_unreachable(make_client, make_datase
 
 
 def test_health_flags_a_table_built_by_another_model(
-    make_client, make_dataset, deployed_table
+    make_client, make_table, product_index
 ):
-    other = make_dataset()
-    other.save(deployed_table.load().assign(model="data/06_models/other@v1"))
+    other = make_table()
+    products = product_index.products.assign(model="data/06_models/other@v1")
+    other.save(dataclasses.replace(product_index, products=products))
 
     body = make_client(other).get("/health").json()
 

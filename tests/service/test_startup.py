@@ -7,10 +7,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
-from product_search.datasets import PgVectorTableDataset
-from product_search.service.project import project_catalog, served_model_and_table
+from product_search.search.table import SearchOptions, SearchTable
+from product_search.service.project import (
+    project_catalog,
+    search_defaults,
+    served_model_and_table,
+)
 from product_search.service.settings import ServiceSettings
 
 PROJECT = Path(__file__).parents[2]
@@ -59,5 +64,22 @@ def test_project_without_a_fine_tuned_model_serves_the_base_model(
 
     assert model.model_card_data.model_id == "sentence-transformers/all-MiniLM-L6-v2"
     assert any("No fine-tuned model to serve" in m for m in records.messages)
-    assert isinstance(table, PgVectorTableDataset)
+    assert isinstance(table, SearchTable)
     assert (table.qualified_name, table.dimension) == ("product_embeddings", 384)
+    # The search options of the project's parameters, which are also the
+    # defaults of SearchOptions (one set of tuned values, not two).
+    with open(PROJECT / "conf" / "base" / "parameters_search.yml") as f:
+        options = yaml.safe_load(f)["search"]["options"]
+    assert search_defaults(catalog) == options == SearchOptions().model_dump()
+
+
+def test_search_settings_override_the_projects_options(monkeypatch):
+    monkeypatch.setenv("SEARCH_RRF_K", "5")
+    settings = ServiceSettings(lexical_depth=30)
+
+    options = settings.search_options({"fusion": "rrf", "rrf_k": 60, "dense_depth": 50})
+
+    assert (options.fusion, options.rrf_k, options.dense_depth) == ("rrf", 5, 50)
+    assert (options.lexical_depth, options.ef_search) == (30, 100)
+    with pytest.raises(ValidationError):
+        ServiceSettings(fusion="max")

@@ -14,10 +14,14 @@ import uvicorn
 from kedro.io.core import DatasetError
 from pydantic import ValidationError
 
-from product_search.datasets import PgVectorTableDataset
+from product_search.search.table import SearchError, SearchTable
 from product_search.service.encoder import Encoder
 from product_search.service.main import create_app
-from product_search.service.project import project_catalog, served_model_and_table
+from product_search.service.project import (
+    project_catalog,
+    search_defaults,
+    served_model_and_table,
+)
 from product_search.service.settings import ServiceSettings
 
 logger = logging.getLogger("product_search.service")
@@ -52,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
             args.project_path.resolve(), settings.env, args.conf_source
         )
         model, table = served_model_and_table(catalog)
+        options = settings.search_options(search_defaults(catalog))
     # Bad settings, not a Kedro project, a broken catalog: a message, not a
     # traceback.
     except (ValidationError, DatasetError, RuntimeError, ValueError, OSError) as exc:
@@ -64,15 +69,17 @@ def main(argv: list[str] | None = None) -> None:
     # kill) it lets the embedded PostgreSQL stop with its last user.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
-        create_app(encoder, table, settings), host=settings.host, port=settings.port
+        create_app(encoder, table, settings, options),
+        host=settings.host,
+        port=settings.port,
     )
 
 
-def _report_table(encoder: Encoder, table: PgVectorTableDataset) -> None:
+def _report_table(encoder: Encoder, table: SearchTable) -> None:
     """Start the database (the embedded one starts on demand) and say what is served."""
     try:
         info = table.info()
-    except DatasetError as exc:
+    except SearchError as exc:
         logger.warning(
             "The vector table is unavailable; /search will answer 503: %s", exc
         )

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 
-from product_search.datasets import PgVectorTableDataset
+from product_search.search.table import SearchOptions, SearchTable
 from product_search.service.encoder import Encoder
 from product_search.service.settings import ServiceSettings
 
@@ -18,8 +18,12 @@ def get_encoder(request: Request) -> Encoder:
     return request.app.state.encoder
 
 
-def get_table(request: Request) -> PgVectorTableDataset:
+def get_table(request: Request) -> SearchTable:
     return request.app.state.table
+
+
+def get_search_options(request: Request) -> SearchOptions:
+    return request.app.state.search_options
 
 
 def get_settings(request: Request) -> ServiceSettings:
@@ -27,7 +31,8 @@ def get_settings(request: Request) -> ServiceSettings:
 
 
 EncoderDep = Annotated[Encoder, Depends(get_encoder)]
-TableDep = Annotated[PgVectorTableDataset, Depends(get_table)]
+TableDep = Annotated[SearchTable, Depends(get_table)]
+SearchOptionsDep = Annotated[SearchOptions, Depends(get_search_options)]
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from product_search import __version__
-from product_search.datasets import PgVectorTableDataset
+from product_search.search.table import SearchOptions, SearchTable
 from product_search.service.encoder import Encoder
 from product_search.service.routes import embed, health, search
 from product_search.service.settings import ServiceSettings
@@ -13,19 +13,22 @@ from product_search.service.settings import ServiceSettings
 
 def create_app(
     encoder: Encoder,
-    table: PgVectorTableDataset,
+    table: SearchTable,
     settings: ServiceSettings | None = None,
+    search_options: SearchOptions | None = None,
 ) -> FastAPI:
     """The search service over ``encoder`` and ``table``; tests pass their own,
-    ``python -m product_search.service`` passes those of the Kedro catalog."""
+    ``python -m product_search.service`` passes those of the Kedro catalog.
+    ``search_options`` default to the settings over SearchOptions' defaults."""
     app = FastAPI(
         title="product-search",
         version=__version__,
-        summary="Embeddings and semantic product search over pgvector.",
+        summary="Embeddings and hybrid (BM25 + vector) product search in PostgreSQL.",
     )
     app.state.encoder = encoder
     app.state.table = table
     app.state.settings = settings or ServiceSettings()
+    app.state.search_options = search_options or app.state.settings.search_options()
     for module in (embed, search, health):
         app.include_router(module.router)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
@@ -12,6 +13,7 @@ from kedro.io.core import DatasetError
 from sentence_transformers import SentenceTransformer
 
 from product_search.datasets import PgVectorTableDataset
+from product_search.search.table import SearchTable
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +32,9 @@ def project_catalog(
 
 def served_model_and_table(
     catalog: DataCatalog,
-) -> tuple[SentenceTransformer, PgVectorTableDataset]:
+) -> tuple[SentenceTransformer, SearchTable]:
     """The catalog's ``fine_tuned_model`` (``base_model`` until training has
-    run) and its ``product_embeddings`` table."""
+    run) and its ``product_embeddings`` search table."""
     try:
         model = catalog.load("fine_tuned_model")
     except DatasetError as exc:
@@ -48,4 +50,11 @@ def served_model_and_table(
             "The catalog entry 'product_embeddings' must be a "
             f"PgVectorTableDataset, got {type(table).__name__}."
         )
-    return model, table
+    return model, table.table
+
+
+def search_defaults(catalog: DataCatalog) -> dict[str, Any]:
+    """The project's ``search.options`` parameters (empty when it has none)."""
+    if "params:search" not in catalog:
+        return {}
+    return dict(catalog.load("params:search").get("options") or {})

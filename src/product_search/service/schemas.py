@@ -31,16 +31,31 @@ class SearchRequest(BaseModel):
         None,
         description="How many products, 1 to SEARCH_MAX_K (default SEARCH_DEFAULT_K).",
     )
+    mode: Literal["hybrid", "dense", "lexical"] = Field(
+        "hybrid",
+        description="hybrid: BM25 and vectors fused; dense: vectors only; "
+        "lexical: BM25 only (no results when no product holds a query term).",
+    )
 
 
 class SearchHit(BaseModel):
-    """A product and its cosine similarity to the query; further display
-    columns of the table appear as extra fields."""
+    """A product, its score in the requested mode and the evidence of each
+    lane; further display columns of the table appear as extra fields."""
 
     model_config = ConfigDict(extra="allow")
 
     product_id: str
-    score: float = Field(description="Cosine similarity, 1 = same direction.")
+    score: float = Field(
+        description="hybrid: the fused score; dense: cosine similarity; lexical: BM25."
+    )
+    dense_rank: int | None = Field(
+        None, description="Rank among the dense candidates (1 = nearest)."
+    )
+    dense_score: float | None = Field(None, description="Cosine similarity.")
+    lexical_rank: int | None = Field(
+        None, description="Rank among the BM25 candidates (1 = best)."
+    )
+    lexical_score: float | None = Field(None, description="BM25 score.")
     title: str | None = None
     brand: str | None = None
     category: str | None = None
@@ -51,6 +66,7 @@ class SearchResponse(BaseModel):
     model: str
     query: str
     k: int
+    mode: str
     results: list[SearchHit]
 
 
@@ -61,6 +77,10 @@ class TableVersion(BaseModel):
     dimension: int
     row_count: int
     created_at: datetime
+    analyzer: str | None = None
+    bm25_k1: float | None = None
+    bm25_b: float | None = None
+    vocabulary_size: int | None = None
 
 
 class HealthResponse(BaseModel):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from product_search.search.table import SearchOptions
 
 
 class ServiceSettings(BaseSettings):
@@ -22,15 +26,33 @@ class ServiceSettings(BaseSettings):
     max_text_chars: int = Field(1000, ge=1, description="Characters per text or query.")
     max_k: int = Field(100, ge=1, le=1000, description="Largest k for /search.")
     default_k: int = Field(10, ge=1, description="k when a request gives none.")
+    # How /search fuses its lanes: unset ones come from the project's
+    # `search.options` parameters (conf/base/parameters_search.yml).
+    fusion: Literal["rrf", "weighted"] | None = None
+    rrf_k: int | None = Field(None, ge=1)
+    dense_weight: float | None = Field(None, ge=0)
+    lexical_weight: float | None = Field(None, ge=0)
+    dense_depth: int | None = Field(None, ge=1, le=1000)
+    lexical_depth: int | None = Field(None, ge=1, le=1000)
     # HNSW candidate list size; the benchmark (bench/pgvector_hnsw.py) shows
-    # its recall and latency. Raised to k when k is larger.
-    ef_search: int = Field(100, ge=1, le=1000)
+    # its recall and latency. Raised to the dense depth when that is larger.
+    ef_search: int | None = Field(None, ge=1, le=1000)
     # Texts per model.encode call when concurrent requests are encoded together.
     max_batch_texts: int = Field(64, ge=1)
     # PyTorch intra-op threads (None: one per core). On a machine shared with
     # other CPU-bound work, 1 avoids threads waiting on each other for a core
     # (see bench/results/embed_service.md).
     torch_threads: int | None = Field(None, ge=1)
+
+    def search_options(self, defaults: dict[str, Any] | None = None) -> SearchOptions:
+        """``defaults`` (the project's ``search.options``) with every setting
+        given here in their place."""
+        given = {
+            name: getattr(self, name)
+            for name in SearchOptions.model_fields
+            if getattr(self, name) is not None
+        }
+        return SearchOptions(**{**(defaults or {}), **given})
 
     @model_validator(mode="after")
     def _default_k_within_max_k(self) -> ServiceSettings:

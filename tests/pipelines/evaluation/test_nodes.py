@@ -151,7 +151,7 @@ def test_compare_models_on_a_clear_gain(evaluation_params):
     fine_tuned = _evaluation("tuned", TUNED_NDCG, None)
 
     metrics, per_query = compare_models(
-        baseline, fine_tuned, _evaluation_set(16, False), evaluation_params
+        baseline, fine_tuned, {}, _evaluation_set(16, False), evaluation_params
     )
 
     assert metrics["metrics"]["ndcg@10"] == pytest.approx(
@@ -174,7 +174,7 @@ def test_report_calls_a_clear_gain_significant_and_a_real_loss_a_warning(
     baseline = _evaluation("base", BASELINE_NDCG, [0.8] * 8)
     fine_tuned = _evaluation("tuned", TUNED_NDCG, [0.4] * 8)
     metrics, _ = compare_models(
-        baseline, fine_tuned, _evaluation_set(16, True), evaluation_params
+        baseline, fine_tuned, {}, _evaluation_set(16, True), evaluation_params
     )
 
     report = write_report(
@@ -206,7 +206,7 @@ def test_chart_shows_both_models_per_metric_and_a_real_query_panel(evaluation_pa
     baseline = _evaluation("base", BASELINE_NDCG, [0.8] * 8)
     fine_tuned = _evaluation("tuned", TUNED_NDCG, [0.4] * 8)
     metrics, _ = compare_models(
-        baseline, fine_tuned, _evaluation_set(16, True), evaluation_params
+        baseline, fine_tuned, {}, _evaluation_set(16, True), evaluation_params
     )
 
     chart = plot_metrics(metrics)
@@ -228,7 +228,7 @@ def test_report_says_to_keep_the_base_model_after_a_significant_loss(
     baseline = _evaluation("base", TUNED_NDCG, None)
     fine_tuned = _evaluation("tuned", BASELINE_NDCG, None)
     metrics, _ = compare_models(
-        baseline, fine_tuned, _evaluation_set(16, False), evaluation_params
+        baseline, fine_tuned, {}, _evaluation_set(16, False), evaluation_params
     )
 
     report = write_report(
@@ -245,3 +245,54 @@ def test_report_says_to_keep_the_base_model_after_a_significant_loss(
     assert "**NDCG@10 fell from 0.6700 to 0.5000 (-0.1700, -25.4%)**" in report
     assert "keep the base model in production" in report
     assert "Skipped: no human relevance judgments were supplied" in report
+
+
+SEARCH_MODES = {
+    "metrics": ["ndcg@10", "mrr@10"],
+    "k": 10,
+    "options": {
+        "fusion": "rrf", "rrf_k": 60, "dense_weight": 1.0, "lexical_weight": 1.0,
+        "dense_depth": 100, "lexical_depth": 100, "ef_search": 100,
+    },
+    "test_queries": {
+        "lexical": {"ndcg@10": 0.7, "mrr@10": 0.6},
+        "dense_base": {"ndcg@10": 0.5, "mrr@10": 0.65},
+        "hybrid_base": {"ndcg@10": 0.75, "mrr@10": 0.62},
+    },
+}  # fmt: skip
+
+
+def test_report_and_chart_show_one_row_and_one_bar_per_search_mode(
+    evaluation_params, training_history, generated_queries, data_quality
+):
+    baseline = _evaluation("base", BASELINE_NDCG, None)
+    fine_tuned = _evaluation("tuned", TUNED_NDCG, None)
+    metrics, _ = compare_models(
+        baseline, fine_tuned, SEARCH_MODES, _evaluation_set(16, False),
+        evaluation_params,
+    )  # fmt: skip
+
+    report = write_report(
+        metrics=metrics,
+        baseline_evaluation=baseline,
+        fine_tuned_evaluation=fine_tuned,
+        training_history=training_history,
+        generated_queries=generated_queries,
+        data_quality=data_quality,
+        split={"split_by": "query", "test_size": 0.2, "seed": 42},
+        params=evaluation_params,
+    )
+    chart = plot_metrics(metrics)
+
+    assert metrics["search_modes"] == SEARCH_MODES
+    section = report[report.index("## Search modes") : report.index("## Key findings")]
+    assert "reciprocal rank fusion (k = 60), weights dense 1 and lexical 1" in section
+    assert "| Mode | NDCG@10 | MRR@10 |" in section
+    assert "| Lexical (BM25) | 0.7000 | 0.6000 |" in section
+    assert "| Dense, base model | 0.5000 | **0.6500** |" in section
+    assert "| Hybrid, base model | **0.7500** | 0.6200 |" in section
+    assert "Real shopper queries (graded)" not in section
+    _, modes = chart.axes
+    assert [bar.get_height() for bar in modes.patches] == pytest.approx(
+        [0.7, 0.5, 0.75]
+    )

@@ -11,6 +11,7 @@ from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
 
 from product_search.pipelines.evaluation.pipeline import create_pipeline
+from tests import pg
 
 METRICS = [
     "ndcg@5", "ndcg@10", "mrr@10", "accuracy@1", "accuracy@5", "accuracy@10",
@@ -23,6 +24,7 @@ SECTIONS = [
     "## Methodology",
     "## Fine-tuning configuration",
     "## Results",
+    "## Search modes",
     "## Key findings",
     "## Search examples",
     "## Real shopper queries",
@@ -42,8 +44,14 @@ OUTPUTS = ["metrics", "per_query_ndcg", "evaluation_report", "metrics_chart"]
 
 
 @pytest.fixture
+def make_dataset():
+    yield from pg.dataset_factory(dimension=384)
+
+
+@pytest.fixture
 def inputs(
     *,
+    make_dataset,
     base_model,
     tiny_products,
     test_queries,
@@ -63,6 +71,12 @@ def inputs(
         "generated_queries": MemoryDataset(generated_queries),
         "data_quality": MemoryDataset(data_quality),
         "params:evaluation": MemoryDataset(evaluation_params),
+        "params:deployment": MemoryDataset(
+            {"batch_size": 8, "display_columns": ["title"]}
+        ),
+        "params:search": MemoryDataset({"bm25": {"k1": 1.2, "b": 0.75}, "options": {}}),
+        "base_search_table": make_dataset(),
+        "fine_tuned_search_table": make_dataset(),
         "params:data_generation.split": MemoryDataset(
             {"test_size": 0.2, "seed": 42, "split_by": "query"}
         ),
@@ -113,6 +127,22 @@ def test_same_model_twice_shows_no_change(without_judgments, test_queries):
     assert metrics["metrics"]["recall@10"]["baseline"] == 1.0
     assert metrics["metrics"]["accuracy@10"]["baseline"] == 1.0
     assert "real_queries" not in metrics
+    modes = metrics["search_modes"]
+    assert (modes["metrics"], modes["k"]) == (["ndcg@10", "mrr@10", "recall@10"], 10)
+    assert list(modes["test_queries"]) == [
+        "lexical", "dense_base", "hybrid_base", "dense_fine_tuned", "hybrid_fine_tuned",
+    ]  # fmt: skip
+    scores = modes["test_queries"]
+    assert scores["dense_base"] == scores["dense_fine_tuned"]
+    assert scores["hybrid_base"] == scores["hybrid_fine_tuned"]
+    # Every test query shares words with its product, and six products fit
+    # in the top 10.
+    for mode_scores in scores.values():
+        assert mode_scores["recall@10"] == 1.0
+    # Through the database, the dense lane ranks as the exact evaluator does.
+    assert scores["dense_base"]["ndcg@10"] == pytest.approx(
+        metrics["metrics"]["ndcg@10"]["baseline"], abs=1e-6
+    )
     assert metrics["significance"] == {
         "metric": "ndcg@10",
         "queries": 6,
@@ -159,12 +189,13 @@ def test_report_has_every_section_and_the_sample_queries(without_judgments):
     assert "Skipped: no human relevance judgments were supplied" in report
 
 
-def test_chart_is_one_panel_of_grouped_bars(without_judgments):
+def test_chart_is_a_panel_of_grouped_bars_and_one_of_search_modes(without_judgments):
     chart = without_judgments.load("metrics_chart")
     metrics = without_judgments.load("metrics")
 
     assert isinstance(chart, Figure)
-    (axes,) = chart.axes
+    axes, modes = chart.axes
+    assert len(modes.patches) == 5  # one NDCG@10 bar per search mode
     heights = [bar.get_height() for bar in axes.patches]
     baseline = [metrics["metrics"][name]["baseline"] for name in METRICS]
     # One bar per metric and model: the baseline group, then the fine-tuned one.
@@ -196,5 +227,11 @@ def test_judged_queries_add_a_real_query_section(
     assert "2 queries with 4 human judgments" in real_section
     assert "1 judged queries were skipped" in real_section
     assert "| **NDCG@10** |" in real_section
-    assert len(catalog.load("metrics_chart").axes) == 2
+    assert len(catalog.load("metrics_chart").axes) == 3
+    real_modes = catalog.load("metrics")["search_modes"]["real_queries"]
+    # "skillet" finds only the skillet by its words; the pan, judged relevant
+    # too, comes from the dense lane.
+    assert real_modes["lexical"]["recall@10"] < 1.0
+    assert real_modes["hybrid_base"]["recall@10"] == 1.0
+    assert "Real shopper queries (graded)" in report
     assert np.isfinite(real["metrics"]["ndcg@10"]["baseline"])

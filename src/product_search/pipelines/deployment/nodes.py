@@ -1,4 +1,5 @@
-"""Nodes of the deployment pipeline: embed the products for the vector table."""
+"""Nodes of the deployment pipeline: embed and analyse the products for the
+search table."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import pandas as pd
 from sentence_transformers import SentenceTransformer
 
 from product_search.datasets import model_id
+from product_search.search.bm25 import Bm25Params
+from product_search.search.index import ProductIndex, build_product_index
 
 logger = logging.getLogger(__name__)
 
 
 def embed_products(
     products: pd.DataFrame,
-    fine_tuned_model: SentenceTransformer,
+    model: SentenceTransformer,
     params: dict[str, Any],
 ) -> pd.DataFrame:
     """Encode each product's ``text`` into a unit vector, next to its id, the
@@ -32,19 +35,38 @@ def embed_products(
     ]
     if missing:
         raise ValueError(
-            f"products lacks the column(s) {missing} needed for the vector table; "
+            f"products lacks the column(s) {missing} needed for the search table; "
             f"it has {list(products.columns)}."
         )
-    embeddings = fine_tuned_model.encode(
+    embeddings = model.encode(
         products["text"].tolist(),
         batch_size=params["batch_size"],
         normalize_embeddings=True,
         show_progress_bar=True,
         convert_to_numpy=True,
     )
-    name = model_id(fine_tuned_model)
+    name = model_id(model)
     logger.info("Embedded %d products with %s.", len(products), name)
     product_embeddings = products[["product_id", *display_columns]].reset_index(
         drop=True
     )
     return product_embeddings.assign(embedding=list(embeddings), model=name)
+
+
+def index_products(
+    products: pd.DataFrame,
+    model: SentenceTransformer,
+    params: dict[str, Any],
+    search_params: dict[str, Any],
+) -> ProductIndex:
+    """The search table's content: each product's vector (see
+    :func:`embed_products`) and the BM25 weights of its analysed ``text``."""
+    embedded = embed_products(products, model, params)
+    index = build_product_index(
+        embedded, products["text"].tolist(), Bm25Params(**search_params["bm25"])
+    )
+    logger.info(
+        "Analysed %d products: %d distinct terms, %.1f terms per product.",
+        len(products), index.lexical.size, index.lexical.average_length,
+    )  # fmt: skip
+    return index

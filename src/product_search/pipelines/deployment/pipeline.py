@@ -2,17 +2,22 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import embed_products
+from .nodes import index_products
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                embed_products,
-                inputs=["products", "fine_tuned_model", "params:deployment"],
+                index_products,
+                inputs=[
+                    "products",
+                    "fine_tuned_model",
+                    "params:deployment",
+                    "params:search",
+                ],
                 outputs="product_embeddings",
-                name="embed_products_node",
+                name="index_products_node",
             )
         ]
     )

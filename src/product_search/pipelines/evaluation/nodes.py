@@ -15,6 +15,7 @@ from sentence_transformers import SentenceTransformer
 
 from product_search import metrics as m
 from product_search.datasets import model_id
+from product_search.search.table import Hit, Mode, SearchOptions, SearchTable
 
 from .report import plot_metrics_chart, render_report
 
@@ -306,11 +307,13 @@ def _paired(
 def compare_models(
     baseline_evaluation: dict[str, Any],
     fine_tuned_evaluation: dict[str, Any],
+    search_mode_metrics: dict[str, Any],
     evaluation_set: dict[str, Any],
     params: dict[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Every metric of both models with its change, whether the primary metric's
-    change is significant, and the per-query primary metric of both models."""
+    change is significant, the metrics of each search mode, and the per-query
+    primary metric of both models."""
     primary = params["primary_metric"]
     base_pq = baseline_evaluation["per_query_ndcg"]
     tuned_pq = fine_tuned_evaluation["per_query_ndcg"]
@@ -326,6 +329,7 @@ def compare_models(
             baseline_evaluation["metrics"], fine_tuned_evaluation["metrics"]
         ),
         "significance": {"metric": primary} | _paired(base_pq, tuned_pq, params),
+        "search_modes": search_mode_metrics,
     }
     judged = evaluation_set["judged"]
     if judged:
@@ -384,3 +388,125 @@ def write_report(
 def plot_metrics(metrics: dict[str, Any]) -> Figure:
     """Grouped bars of every metric, base model beside fine-tuned model."""
     return plot_metrics_chart(metrics)
+
+
+def _rank_run(hits: list[Hit]) -> dict[str, float]:
+    """The served order as scores ranx cannot reorder: best = highest."""
+    return {hit.product_id: float(len(hits) - rank) for rank, hit in enumerate(hits)}
+
+
+def encode_queries(
+    model: SentenceTransformer, texts: list[str], batch_size: int = 64
+) -> np.ndarray:
+    """Unit vectors of the queries, as the service's encoder makes them."""
+    return model.encode(
+        texts,
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    )
+
+
+def search_run(
+    table: SearchTable,
+    queries: dict[str, str],
+    vectors: np.ndarray | None,
+    *,
+    mode: Mode,
+    k: int,
+    options: SearchOptions,
+) -> dict[str, dict[str, float]]:
+    """Each query (with its vector, row for row; None for lexical search)
+    through :meth:`SearchTable.search`, the code behind ``/search``:
+    ``{query_id: {product_id: score}}`` in the served order."""
+    rows = [None] * len(queries) if vectors is None else list(vectors)
+    return {
+        query_id: _rank_run(table.search(text, vector, k, mode=mode, options=options))
+        for (query_id, text), vector in zip(queries.items(), rows, strict=True)
+    }
+
+
+def search_mode_runs(
+    tables: dict[str, SearchTable],
+    models: dict[str, SentenceTransformer],
+    queries: dict[str, str],
+    *,
+    k: int,
+    options: SearchOptions,
+    batch_size: int = 64,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """The run of every search mode: lexical, then dense and hybrid for each
+    model (``tables`` and ``models`` share their keys, e.g. ``base``)."""
+    runs = {
+        "lexical": search_run(
+            next(iter(tables.values())), queries, None, mode="lexical", k=k,
+            options=options,
+        )
+    }  # fmt: skip
+    for name, model in models.items():
+        vectors = encode_queries(model, list(queries.values()), batch_size)
+        for mode in ("dense", "hybrid"):
+            runs[f"{mode}_{name}"] = search_run(
+                tables[name], queries, vectors, mode=mode, k=k, options=options
+            )
+    return runs
+
+
+def evaluate_search_modes(
+    *,
+    base_table: SearchTable,
+    fine_tuned_table: SearchTable,
+    base_model: SentenceTransformer,
+    fine_tuned_model: SentenceTransformer,
+    evaluation_set: dict[str, Any],
+    params: dict[str, Any],
+    search_params: dict[str, Any],
+) -> dict[str, Any]:
+    """Lexical, dense and hybrid search (each model) as the service runs them,
+    through the database, on the held-out queries and the judged real queries:
+    ``{"test_queries": {mode: metrics}, "real_queries": ...}``."""
+    options = SearchOptions(**search_params["options"])
+    names = list(params["search_metrics"])
+    k = max(m.parse_metric(name)[1] for name in names)
+    tests = evaluation_set["test_queries"]
+    query_sets = {
+        "test_queries": (
+            dict(zip(tests["query_id"], tests["query"], strict=True)),
+            {
+                qid: {pid: 1}
+                for qid, pid in zip(tests["query_id"], tests["product_id"], strict=True)
+            },
+        )
+    }
+    judged = evaluation_set["judged"]
+    if judged:
+        query_sets["real_queries"] = (judged["queries"], judged["qrels"])
+    result: dict[str, Any] = {
+        "metrics": names,
+        "k": k,
+        "options": options.model_dump(),
+    }
+    for set_name, (queries, qrels) in query_sets.items():
+        runs = search_mode_runs(
+            {"base": base_table, "fine_tuned": fine_tuned_table},
+            {"base": base_model, "fine_tuned": fine_tuned_model},
+            queries,
+            k=k,
+            options=options,
+            batch_size=int(params["batch_size"]),
+        )
+        per_mode = {
+            mode: {
+                metric: float(np.mean(list(values.values())))
+                for metric, values in m.graded_metrics(qrels, run, names).items()
+            }
+            for mode, run in runs.items()
+        }
+        result[set_name] = per_mode
+        logger.info(
+            "Search modes on %s (%s): %s",
+            set_name, names[0],
+            ", ".join(f"{mode} {v[names[0]]:.4f}" for mode, v in per_mode.items()),
+        )  # fmt: skip
+    return result

@@ -2,10 +2,12 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from ..deployment.nodes import index_products
 from .nodes import (
     build_evaluation_set,
     compare_models,
     evaluate_model,
+    evaluate_search_modes,
     plot_metrics,
     write_report,
 )
@@ -38,11 +40,50 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="fine_tuned_evaluation",
                 name="evaluate_fine_tuned_model_node",
             ),
+            # Each model's search table, built as the deployment builds it, so
+            # that every search mode is measured through the service's code.
+            Node(
+                index_products,
+                inputs=[
+                    "products",
+                    "base_model",
+                    "params:deployment",
+                    "params:search",
+                ],
+                outputs="base_search_table",
+                name="index_base_model_node",
+            ),
+            Node(
+                index_products,
+                inputs=[
+                    "products",
+                    "fine_tuned_model",
+                    "params:deployment",
+                    "params:search",
+                ],
+                outputs="fine_tuned_search_table",
+                name="index_fine_tuned_model_node",
+            ),
+            Node(
+                evaluate_search_modes,
+                inputs={
+                    "base_table": "base_search_table",
+                    "fine_tuned_table": "fine_tuned_search_table",
+                    "base_model": "base_model",
+                    "fine_tuned_model": "fine_tuned_model",
+                    "evaluation_set": "evaluation_set",
+                    "params": "params:evaluation",
+                    "search_params": "params:search",
+                },
+                outputs="search_mode_metrics",
+                name="evaluate_search_modes_node",
+            ),
             Node(
                 compare_models,
                 inputs=[
                     "baseline_evaluation",
                     "fine_tuned_evaluation",
+                    "search_mode_metrics",
                     "evaluation_set",
                     "params:evaluation",
                 ],

@@ -20,6 +20,17 @@ LOSS_NAMES = {
     "cached_mnrl": "CachedMultipleNegativesRankingLoss",
 }
 BASELINE_COLOUR, FINE_TUNED_COLOUR = "#9aa5b1", "#1f6feb"
+SEARCH_MODES = {
+    "lexical": "Lexical (BM25)",
+    "dense_base": "Dense, base model",
+    "dense_fine_tuned": "Dense, fine-tuned model",
+    "hybrid_base": "Hybrid, base model",
+    "hybrid_fine_tuned": "Hybrid, fine-tuned model",
+}
+QUERY_SETS = {
+    "test_queries": "Held-out synthetic queries",
+    "real_queries": "Real shopper queries (graded)",
+}
 
 
 def metric_label(name: str) -> str:
@@ -381,6 +392,58 @@ def _examples(
     return lines
 
 
+def _fusion(options: dict[str, Any]) -> str:
+    if options["fusion"] == "rrf":
+        how = f"reciprocal rank fusion (k = {options['rrf_k']})"
+    else:
+        how = "a weighted sum of min-max normalised scores"
+    return (
+        f"{how}, weights dense {options['dense_weight']:g} and lexical "
+        f"{options['lexical_weight']:g}, {options['dense_depth']} dense and "
+        f"{options['lexical_depth']} lexical candidates"
+    )
+
+
+def _search_modes(metrics: dict[str, Any]) -> list[str]:
+    modes = metrics.get("search_modes")
+    if not modes:
+        return []
+    names = modes["metrics"]
+    lines = [
+        "## Search modes",
+        "",
+        "Each query run through the search table in PostgreSQL exactly as "
+        "`/search` runs it: lexical is BM25 over the analysed product text, dense "
+        "the nearest vectors (HNSW), hybrid both lanes fused by "
+        f"{_fusion(modes['options'])}. Best value of each column in bold.",
+        "",
+    ]
+    for set_name, title in QUERY_SETS.items():
+        per_mode = modes.get(set_name)
+        if not per_mode:
+            continue
+        best = {name: max(v[name] for v in per_mode.values()) for name in names}
+        rows = [
+            (
+                SEARCH_MODES.get(mode, mode),
+                *(
+                    f"**{values[name]:.4f}**"
+                    if values[name] == best[name]
+                    else f"{values[name]:.4f}"
+                    for name in names
+                ),
+            )
+            for mode, values in per_mode.items()
+        ]
+        lines += [
+            f"**{title}**",
+            "",
+            *_table(("Mode", *(metric_label(name) for name in names)), rows),
+            "",
+        ]
+    return lines
+
+
 def _real_queries(metrics: dict[str, Any]) -> list[str]:
     real = metrics.get("real_queries")
     lines = ["## Real shopper queries", ""]
@@ -471,7 +534,7 @@ def render_report(
     params: dict[str, Any],
 ) -> str:
     """The whole report: summary, system, methodology, training, results,
-    findings, examples, real queries, limitations."""
+    search modes, findings, examples, real queries, limitations."""
     lines = [
         "# Product search: fine-tuned embedding model evaluation",
         "",
@@ -482,6 +545,7 @@ def render_report(
         ),
         *_training(training_history),
         *_results(metrics),
+        *_search_modes(metrics),
         *_findings(metrics),
         *_examples(examples, int(params["top_k_examples"])),
         *_real_queries(metrics),
@@ -507,15 +571,43 @@ def _bars(ax: Any, changes: dict[str, Any], title: str) -> None:
     ax.spines[["top", "right"]].set_visible(False)
 
 
+def _mode_bars(ax: Any, modes: dict[str, Any]) -> None:
+    """The headline metric of each search mode, one bar group per query set."""
+    metric = modes["metrics"][0]
+    sets = [name for name in QUERY_SETS if modes.get(name)]
+    names = list(modes[sets[0]])
+    x = np.arange(len(names))
+    width = 0.8 / len(sets)
+    for i, set_name in enumerate(sets):
+        values = [modes[set_name][mode][metric] for mode in names]
+        bars = ax.bar(
+            x + (i - (len(sets) - 1) / 2) * width,
+            values,
+            width,
+            label=QUERY_SETS[set_name],
+            color=["#1f6feb", "#d29922"][i],
+        )
+        ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
+    ax.set_xticks(
+        x, [SEARCH_MODES.get(mode, mode) for mode in names], rotation=30, ha="right"
+    )
+    ax.set_ylim(0, 1.08)
+    ax.set_title(f"{metric_label(metric)} by search mode", fontsize=10)
+    ax.legend(fontsize=7, frameon=False, loc="upper left")
+    ax.spines[["top", "right"]].set_visible(False)
+
+
 def plot_metrics_chart(metrics: dict[str, Any]) -> Figure:
-    """Grouped bars, baseline beside fine-tuned, for every metric; a second panel
-    for the real-query metrics when there are some."""
+    """Grouped bars, baseline beside fine-tuned, for every metric; a panel for
+    the real-query metrics when there are some, and one for the search modes."""
     real = metrics.get("real_queries")
-    panels = 2 if real else 1
-    figure = Figure(figsize=(5 + 3.5 * panels, 4.5), layout="constrained")
+    modes = metrics.get("search_modes")
+    ratios = [2] + ([1] if real else []) + ([1.5] if modes else [])
+    panels = len(ratios)
+    figure = Figure(figsize=(5 + 3.5 * (panels - 1) + 1, 4.5), layout="constrained")
     # Drawn with Agg: no display or GUI backend needed.
     FigureCanvasAgg(figure)
-    axes = figure.subplots(1, panels, squeeze=False, width_ratios=[2, 1][:panels])[0]
+    axes = figure.subplots(1, panels, squeeze=False, width_ratios=ratios)[0]
     _bars(
         axes[0],
         metrics["metrics"],
@@ -526,11 +618,13 @@ def plot_metrics_chart(metrics: dict[str, Any]) -> Figure:
         _bars(
             axes[1], real["metrics"], f"Real shopper queries (n = {real['queries']:,})"
         )
+    if modes:
+        _mode_bars(axes[-1], modes)
     figure.legend(
         *axes[0].get_legend_handles_labels(),
         loc="outside lower center",
         ncols=2,
         frameon=False,
     )
-    figure.suptitle("Base vs fine-tuned model")
+    figure.suptitle("Base vs fine-tuned model" + (" and search modes" if modes else ""))
     return figure

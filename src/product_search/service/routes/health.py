@@ -1,10 +1,9 @@
 """GET /health: the served model and the table's version."""
 
 from fastapi import APIRouter, Response
-from kedro.io.core import DatasetError
 from starlette.concurrency import run_in_threadpool
 
-from product_search.datasets.pgvector_table import DatabaseUnavailableError
+from product_search.search.table import DatabaseUnavailableError, SearchError
 from product_search.service.deps import EncoderDep, TableDep
 from product_search.service.schemas import HealthResponse, TableVersion
 
@@ -27,7 +26,7 @@ async def health(
     except DatabaseUnavailableError as exc:
         response.status_code = 503
         return HealthResponse(status="error", database=False, detail=str(exc), **served)
-    except DatasetError as exc:
+    except SearchError as exc:
         return HealthResponse(status="error", database=True, detail=str(exc), **served)
     if info is None:
         return HealthResponse(
@@ -47,5 +46,8 @@ async def health(
 
 
 def _version_fields(info: dict) -> dict:
-    keys = ("version", "model", "dimension", "row_count", "created_at")
-    return {key: info[key] for key in keys}
+    keys = (
+        "version", "model", "dimension", "row_count", "created_at", "analyzer",
+        "bm25_k1", "bm25_b", "vocabulary_size",
+    )  # fmt: skip
+    return {key: info.get(key) for key in keys}

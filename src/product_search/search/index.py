@@ -1,0 +1,52 @@
+"""What a search table is built from: the products' vectors and display
+columns, and the BM25 weights of their analysed text."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from product_search.search.analyzer import ANALYZER_NAME, analyze
+from product_search.search.bm25 import Bm25Params, LexicalIndex, build_index
+
+ID_COLUMN = "product_id"
+VECTOR_COLUMN = "embedding"
+MODEL_COLUMN = "model"
+
+
+@dataclass(frozen=True)
+class ProductIndex:
+    """The rows of a search table and the lexical index of the same products.
+
+    ``products`` holds ``product_id``, display columns, ``embedding`` (one
+    vector per row) and optionally ``model``; ``lexical.weights[i]`` belongs to
+    ``products.iloc[i]``; ``terms[i]`` are that product's analysed terms.
+    """
+
+    products: pd.DataFrame
+    terms: list[list[str]]
+    lexical: LexicalIndex
+    analyzer: str = ANALYZER_NAME
+
+    def __post_init__(self) -> None:
+        if not len(self.products) == len(self.terms) == len(self.lexical.weights):
+            raise ValueError(
+                f"{len(self.products)} products, {len(self.terms)} term lists and "
+                f"{len(self.lexical.weights)} BM25 rows: they must match one to one."
+            )
+
+
+def build_product_index(
+    products: pd.DataFrame, texts: Sequence[str], bm25: Bm25Params
+) -> ProductIndex:
+    """Analyse ``texts`` (one per row of ``products``) and weigh them with BM25."""
+    if len(products) != len(texts):
+        raise ValueError(f"{len(products)} products but {len(texts)} texts.")
+    terms = [analyze(text) for text in texts]
+    return ProductIndex(
+        products=products.reset_index(drop=True),
+        terms=terms,
+        lexical=build_index(terms, bm25),
+    )

@@ -1,0 +1,852 @@
+"""The search table in PostgreSQL: products, their vectors (pgvector HNSW) and
+their BM25 weights (pgvector ``sparsevec``, candidates through a GIN index),
+searched by dense, lexical or hybrid retrieval in one SQL statement.
+
+This is the one home of the database code: the deployment writes through
+:meth:`SearchTable.save`, the service and the evaluation read through
+:meth:`SearchTable.search`, and the Kedro dataset only wraps them.
+
+Layout of a table ``t`` (every name derived from ``t``)::
+
+    t            product_id, display columns, model, embedding vector(d),
+                 terms text[] (the analysed terms), bm25 sparsevec
+                 indexes: t_pkey, t_hnsw (vector_cosine_ops), t_terms_gin
+    t_terms      term, term_id, document_frequency: the vocabulary
+    t_versions   one row per save: model, dimension, rows, HNSW settings,
+                 analyser, BM25 k1 and b, vocabulary size, average length
+
+A save builds ``t`` and ``t_terms`` as staging tables and swaps both in within
+one transaction, so a search sees the old pair or the new pair, never a mix,
+and a failed save leaves the old pair serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import psycopg
+from pgvector import SparseVector
+from psycopg import sql
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from product_search.search.analyzer import analyze
+from product_search.search.index import (
+    ID_COLUMN,
+    MODEL_COLUMN,
+    VECTOR_COLUMN,
+    ProductIndex,
+)
+
+logger = logging.getLogger(__name__)
+
+TERMS_COLUMN = "terms"
+BM25_COLUMN = "bm25"
+#: Columns a search hit never shows.
+HIDDEN_COLUMNS = (VECTOR_COLUMN, MODEL_COLUMN, TERMS_COLUMN, BM25_COLUMN)
+
+# Lower case so that quoted and unquoted SQL agree; short enough to leave room
+# for the suffixes of the staging tables, their indexes and the versions table.
+IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,39}")
+COLUMN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# pgvector's HNSW index takes vectors of at most 2,000 dimensions.
+MAX_INDEXED_DIMENSION = 2000
+HNSW_LIMITS = {"m": (2, 100), "ef_construction": (4, 1000)}
+DEFAULT_INDEX_ARGS: dict[str, int] = {"m": 16, "ef_construction": 64}
+# HNSW builds are much slower once the graph outgrows maintenance_work_mem.
+DEFAULT_SAVE_ARGS: dict[str, Any] = {
+    "maintenance_work_mem": "512MB",
+    "max_parallel_maintenance_workers": None,
+}
+_DB_ERRORS = (SQLAlchemyError, psycopg.Error)
+
+Mode = Literal["hybrid", "dense", "lexical"]
+MODES: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
+
+
+class SearchError(Exception):
+    """A search table could not be written or read; the message says why."""
+
+
+class DatabaseUnavailableError(SearchError):
+    """The database could not be reached (as opposed to a bad table or query)."""
+
+
+class TableMissingError(SearchError):
+    """The table has not been deployed yet."""
+
+
+class SearchOptions(BaseModel):
+    """How hybrid search fuses its two lanes, and how deep each lane looks.
+
+    ``rrf``: each lane adds ``weight / (rrf_k + rank)`` for a product it
+    found. ``weighted``: each lane's scores are scaled to 0..1 over its
+    candidates (min-max) and added, times the lane's weight. The defaults were
+    chosen on the Home Depot search log, not on any test query
+    (bench/results/hybrid_search.md).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    rrf_k: int = Field(60, ge=1, le=10_000)
+    dense_weight: float = Field(1.0, ge=0)
+    lexical_weight: float = Field(1.0, ge=0)
+    dense_depth: int = Field(100, ge=1, le=1000, description="Dense candidates.")
+    lexical_depth: int = Field(100, ge=1, le=1000, description="BM25 candidates.")
+    # HNSW candidate list size, raised to dense_depth when that is larger.
+    ef_search: int = Field(100, ge=1, le=1000)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A product found by a search, with the evidence of each lane: its rank
+    (1 = best) and score there, None where that lane did not return it."""
+
+    product_id: str
+    score: float
+    fields: dict[str, Any]
+    dense_rank: int | None
+    dense_score: float | None
+    lexical_rank: int | None
+    lexical_score: float | None
+
+
+def check_identifier(kind: str, value: Any, pattern: re.Pattern[str]) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(
+            f"Invalid {kind} {value!r}: use lower-case letters, digits and "
+            f"underscores, starting with a letter or underscore "
+            f"(pattern {pattern.pattern})."
+        )
+    return value
+
+
+def _check_keys(kind: str, given: dict[str, Any], allowed: dict[str, Any]) -> None:
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"Unknown {kind} {unknown}; expected some of {sorted(allowed)}."
+        )
+
+
+def _db_error(exc: BaseException, message: str) -> SearchError:
+    """A SearchError with the driver's own message, without SQLAlchemy's echo
+    of statement and parameters (which may hold a batch of vectors)."""
+    original = getattr(exc, "orig", None) or exc
+    # The server's one-line message when there is one (not the LINE/caret echo).
+    diagnostic = getattr(original, "diag", None)
+    detail = getattr(diagnostic, "message_primary", None) or str(original).strip()
+    # Connection failures carry no SQLSTATE, or one of class 08 / 57P (server
+    # shutting down or starting); disk full, lock timeouts etc. are not them.
+    state = getattr(original, "sqlstate", None)
+    if isinstance(original, psycopg.OperationalError) and (
+        state is None or state.startswith(("08", "57P"))
+    ):
+        return DatabaseUnavailableError(
+            f"{message}: the database is unreachable: {detail}"
+        )
+    if isinstance(original, psycopg.errors.UndefinedTable):
+        return TableMissingError(
+            f"{message}: {detail}; run the deployment pipeline to create it."
+        )
+    return SearchError(f"{message}: {detail}")
+
+
+def _column_types(data: pd.DataFrame) -> dict[str, str]:
+    """The SQL type of each display column, from its pandas dtype."""
+    types = {}
+    for column in data.columns.drop(VECTOR_COLUMN):
+        series = data[column]
+        if pd.api.types.is_bool_dtype(series):
+            types[column] = "boolean"
+        elif pd.api.types.is_integer_dtype(series):
+            types[column] = "bigint"
+        elif pd.api.types.is_float_dtype(series):
+            types[column] = "double precision"
+        else:
+            types[column] = "text"
+    types[ID_COLUMN] = "text"
+    return types
+
+
+def _column_values(series: pd.Series, sql_type: str) -> list[Any]:
+    """Python values for COPY: missing values (NaN, None, NA) become NULL."""
+    if sql_type == "text":
+        series = series.map(lambda value: value if pd.isna(value) else str(value))
+    return series.astype(object).where(series.notna(), None).tolist()
+
+
+def _execute(
+    conn: Connection, query: sql.Composable, params: Any = None
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run a psycopg-composed statement on a SQLAlchemy connection and return
+    the column names and rows (empty for statements)."""
+    with conn.connection.driver_connection.cursor() as cursor:
+        cursor.execute(query, params)
+        if cursor.description is None:
+            return [], []
+        return [d.name for d in cursor.description], cursor.fetchall()
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """Where a search table lives and how it is indexed, checked on creation
+    (``ValueError`` with what to fix)."""
+
+    table_name: str
+    dimension: int
+    schema: str | None = None
+    index_args: dict[str, Any] = field(default_factory=dict)
+    save_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_identifier("table name", self.table_name, IDENTIFIER)
+        if self.schema is not None:
+            check_identifier("schema", self.schema, IDENTIFIER)
+        dimension = self.dimension
+        if (
+            isinstance(dimension, bool)
+            or not isinstance(dimension, int)
+            or not 1 <= dimension <= MAX_INDEXED_DIMENSION
+        ):
+            raise ValueError(
+                f"'dimension' must be an integer from 1 to {MAX_INDEXED_DIMENSION} "
+                f"(the most an HNSW index takes), got {dimension!r}."
+            )
+        _check_keys("index_args", self.index_args, DEFAULT_INDEX_ARGS)
+        index_args = {**DEFAULT_INDEX_ARGS, **self.index_args}
+        for key, (low, high) in HNSW_LIMITS.items():
+            value = index_args[key]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"index_args.{key} must be an integer, got {value!r}.")
+            if not low <= value <= high:
+                raise ValueError(
+                    f"index_args.{key} must be from {low} to {high}, got {value}."
+                )
+        if index_args["ef_construction"] < 2 * index_args["m"]:
+            raise ValueError(
+                "index_args.ef_construction must be at least twice index_args.m "
+                f"(pgvector's rule), got {index_args}."
+            )
+        _check_keys("save_args", self.save_args, DEFAULT_SAVE_ARGS)
+        object.__setattr__(self, "index_args", index_args)
+        object.__setattr__(self, "save_args", {**DEFAULT_SAVE_ARGS, **self.save_args})
+
+
+class SearchTable:
+    """A search table on a SQLAlchemy engine whose connections have pgvector's
+    types registered (:func:`product_search.database.get_engine` does that)."""
+
+    def __init__(self, engine: Engine, spec: TableSpec) -> None:
+        self.engine = engine
+        self.spec = spec
+        self.table_name = spec.table_name
+        self.schema = spec.schema
+        self.dimension = spec.dimension
+        self.index_args = spec.index_args
+        self.save_args = spec.save_args
+
+    # ------------------------------------------------------------ names
+    def _name(self, name: str) -> sql.Composable:
+        if self.schema is None:
+            return sql.Identifier(name)
+        return sql.Identifier(self.schema, name)
+
+    @property
+    def qualified_name(self) -> str:
+        """``schema.table`` (or ``table``), for messages and ``to_regclass``
+        (unquoted, which is safe: names are checked lower-case identifiers)."""
+        return f"{self.schema}.{self.table_name}" if self.schema else self.table_name
+
+    @property
+    def terms_table(self) -> str:
+        return f"{self.table_name}_terms"
+
+    @property
+    def versions_table(self) -> str:
+        return f"{self.table_name}_versions"
+
+    def _check_dimension(self, conn: Connection) -> bool:
+        """Whether the table exists; refuses one of another dimension or one
+        without a vector column."""
+        _, rows = _execute(
+            conn,
+            sql.SQL(
+                "SELECT to_regclass(%(t)s) IS NOT NULL, ("
+                "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%(t)s) "
+                "AND attname = %(c)s AND NOT attisdropped), ("
+                "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%(t)s) "
+                "AND attname = %(b)s AND NOT attisdropped)"
+            ),
+            {"t": self.qualified_name, "c": VECTOR_COLUMN, "b": BM25_COLUMN},
+        )
+        exists, dimension, lexical = rows[0]
+        if exists and dimension is None:
+            raise SearchError(
+                f"Table {self.qualified_name} has no '{VECTOR_COLUMN}' column; it "
+                "was not written by product-search."
+            )
+        if exists and dimension != self.dimension:
+            raise SearchError(
+                f"Table {self.qualified_name} holds vectors of dimension {dimension}, "
+                f"but it is configured for {self.dimension}. Use another table_name "
+                "for a model of another dimension (or drop the table)."
+            )
+        if exists and not lexical:
+            raise TableMissingError(
+                f"Table {self.qualified_name} was deployed before hybrid search and "
+                "has no BM25 column; rerun the deployment pipeline."
+            )
+        return bool(exists)
+
+    def exists(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                return self._check_dimension(conn)
+        except TableMissingError:
+            return True
+        except _DB_ERRORS as exc:
+            raise _db_error(exc, f"Could not look for {self.qualified_name}") from exc
+
+    # ------------------------------------------------------------ save
+    def _validate(self, index: ProductIndex) -> np.ndarray:
+        """Check the rows and return their embeddings as a float32 matrix."""
+        data = index.products
+        if not isinstance(data, pd.DataFrame):
+            raise ValueError(f"Expected a pandas DataFrame, got {type(data).__name__}.")
+        missing = [c for c in (ID_COLUMN, VECTOR_COLUMN) if c not in data.columns]
+        if missing:
+            raise ValueError(
+                f"The frame lacks the column(s) {missing}; it has {list(data.columns)}."
+            )
+        for column in data.columns:
+            check_identifier("column name", column, COLUMN)
+            if column in (TERMS_COLUMN, BM25_COLUMN):
+                raise ValueError(
+                    f"The column name {column!r} is reserved for the lexical index."
+                )
+        if data.empty:
+            raise ValueError(
+                f"Refusing to replace {self.qualified_name} with an empty table."
+            )
+        ids = data[ID_COLUMN]
+        if ids.isna().any():
+            raise ValueError(f"{int(ids.isna().sum())} row(s) have no {ID_COLUMN}.")
+        duplicated = ids[ids.duplicated()].astype(str).unique().tolist()
+        if duplicated:
+            raise ValueError(
+                f"{len(duplicated)} {ID_COLUMN}(s) occur more than once, "
+                f"e.g. {duplicated[:5]}."
+            )
+        if (
+            MODEL_COLUMN in data.columns
+            and data[MODEL_COLUMN].nunique(dropna=False) > 1
+        ):
+            raise ValueError(
+                f"The rows come from several models "
+                f"{sorted(map(str, data[MODEL_COLUMN].unique()))}; their vectors "
+                "cannot be searched together."
+            )
+        lengths = data[VECTOR_COLUMN].map(
+            lambda v: len(v) if isinstance(v, Sequence | np.ndarray) else -1
+        )
+        wrong = lengths != self.dimension
+        if wrong.any():
+            first = data.loc[wrong].iloc[0]
+            raise ValueError(
+                f"{int(wrong.sum())} embedding(s) are not vectors of length "
+                f"{self.dimension}, e.g. {ID_COLUMN} {first[ID_COLUMN]!r} has "
+                f"length {lengths[wrong].iloc[0]} (-1: not a vector)."
+            )
+        try:
+            matrix = np.asarray(data[VECTOR_COLUMN].tolist(), dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"The embeddings are not numeric: {exc}") from exc
+        finite = np.isfinite(matrix).all(axis=1)
+        if not finite.all():
+            raise ValueError(
+                f"{int((~finite).sum())} embedding(s) hold NaN or infinite values, "
+                f"e.g. {ID_COLUMN} {data[ID_COLUMN].iloc[int(np.argmin(finite))]!r}."
+            )
+        return matrix
+
+    def save(self, index: ProductIndex) -> str:
+        """Replace the table and its vocabulary atomically; returns the version."""
+        matrix = self._validate(index)
+        token = secrets.token_hex(4)
+        version = datetime.now(tz=UTC).strftime("%Y-%m-%dT%H.%M.%S.%fZ")
+        try:
+            with self.engine.begin() as conn:
+                timings = self._build(conn, index, matrix, token)
+                self._swap(conn, token)
+                self._record_version(conn, index, version, timings)
+        except _DB_ERRORS as exc:
+            raise _db_error(
+                exc,
+                f"Could not save {len(index.products)} rows to {self.qualified_name} "
+                "(the previous table, if any, is unchanged)",
+            ) from exc
+        logger.info(
+            "Saved %d products to %s as version %s (%d terms): copied in %.1f s, "
+            "indexes built in %.1f s.",
+            len(index.products), self.qualified_name, version, index.lexical.size,
+            timings["load_seconds"], timings["index_seconds"],
+        )  # fmt: skip
+        return version
+
+    def _staging(self, token: str) -> tuple[str, str]:
+        return (
+            f"{self.table_name}__new_{token}",
+            f"{self.table_name}__terms_new_{token}",
+        )
+
+    def _build(
+        self, conn: Connection, index: ProductIndex, matrix: np.ndarray, token: str
+    ) -> dict[str, float]:
+        """Create the staging tables, COPY the rows in, build their indexes."""
+        _execute(conn, sql.SQL("CREATE EXTENSION IF NOT EXISTS vector"))
+        if self.schema:
+            _execute(
+                conn,
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    sql.Identifier(self.schema)
+                ),
+            )
+        self._check_dimension_for_save(conn)
+        staging, staging_terms = self._staging(token)
+        data = index.products
+        types = _column_types(data)
+        columns = list(types)
+        definitions = [
+            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t))
+            for c, t in types.items()
+        ]
+        definitions += [
+            sql.SQL("{} vector({}) NOT NULL").format(
+                sql.Identifier(VECTOR_COLUMN), sql.Literal(self.dimension)
+            ),
+            sql.SQL("{} text[] NOT NULL").format(sql.Identifier(TERMS_COLUMN)),
+            sql.SQL("{} sparsevec NOT NULL").format(sql.Identifier(BM25_COLUMN)),
+            sql.SQL("CONSTRAINT {} PRIMARY KEY ({})").format(
+                sql.Identifier(f"{self.table_name}__pkey_{token}"),
+                sql.Identifier(ID_COLUMN),
+            ),
+        ]
+        # The vectors live out of line (TOAST): BM25 then scores thousands of
+        # candidates over narrow rows, and HNSW reads the few vectors it needs.
+        statements = [
+            sql.SQL("CREATE TABLE {} ({}) WITH (toast_tuple_target = 128)").format(
+                self._name(staging), sql.SQL(", ").join(definitions)
+            ),
+            sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET STORAGE EXTERNAL").format(
+                self._name(staging), sql.Identifier(VECTOR_COLUMN)
+            ),
+            sql.SQL(
+                "CREATE TABLE {} (term text NOT NULL, term_id integer NOT NULL, "
+                "document_frequency integer NOT NULL, CONSTRAINT {} PRIMARY KEY (term))"
+            ).format(
+                self._name(staging_terms),
+                sql.Identifier(f"{self.terms_table}__pkey_{token}"),
+            ),
+        ]
+        for statement in statements:
+            _execute(conn, statement)
+
+        started = time.perf_counter()
+        driver = conn.connection.driver_connection
+        values = [_column_values(data[c], types[c]) for c in columns]
+        copy_types = [
+            {"boolean": "bool", "bigint": "int8", "double precision": "float8"}.get(
+                types[c], "text"
+            )
+            for c in columns
+        ]
+        size = index.lexical.size
+        with (
+            driver.cursor() as cursor,
+            cursor.copy(
+                sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+                    self._name(staging),
+                    sql.SQL(", ").join(
+                        map(
+                            sql.Identifier,
+                            [*columns, VECTOR_COLUMN, TERMS_COLUMN, BM25_COLUMN],
+                        )
+                    ),
+                )
+            ) as copy,
+        ):
+            copy.set_types([*copy_types, "vector", "text[]", "sparsevec"])
+            for row in zip(
+                *values, matrix, index.terms, index.lexical.weights, strict=True
+            ):
+                *head, vector, terms, weights = row
+                copy.write_row(
+                    [*head, vector, sorted(set(terms)), SparseVector(weights, size)]
+                )
+        with (
+            driver.cursor() as cursor,
+            cursor.copy(
+                sql.SQL(
+                    "COPY {} (term, term_id, document_frequency) FROM STDIN "
+                    "(FORMAT BINARY)"
+                ).format(self._name(staging_terms))
+            ) as copy,
+        ):
+            copy.set_types(["text", "int4", "int4"])
+            frequencies = index.lexical.document_frequency
+            for term, term_id in index.lexical.term_ids.items():
+                copy.write_row([term, term_id, frequencies[term_id]])
+        load_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        for setting in ("maintenance_work_mem", "max_parallel_maintenance_workers"):
+            if self.save_args[setting] is not None:
+                _execute(
+                    conn,
+                    sql.SQL("SELECT set_config(%s, %s, true)"),
+                    (setting, str(self.save_args[setting])),
+                )
+        for statement in (
+            sql.SQL(
+                "CREATE INDEX {} ON {} USING hnsw ({} vector_cosine_ops) "
+                "WITH (m = {}, ef_construction = {})"
+            ).format(
+                sql.Identifier(f"{self.table_name}__hnsw_{token}"),
+                self._name(staging),
+                sql.Identifier(VECTOR_COLUMN),
+                sql.Literal(self.index_args["m"]),
+                sql.Literal(self.index_args["ef_construction"]),
+            ),
+            sql.SQL("CREATE INDEX {} ON {} USING gin ({})").format(
+                sql.Identifier(f"{self.table_name}__gin_{token}"),
+                self._name(staging),
+                sql.Identifier(TERMS_COLUMN),
+            ),
+            # Statistics for the planner: how many products a term matches.
+            sql.SQL("ANALYZE {}").format(self._name(staging)),
+            sql.SQL("ANALYZE {}").format(self._name(staging_terms)),
+        ):
+            _execute(conn, statement)
+        return {
+            "load_seconds": load_seconds,
+            "index_seconds": time.perf_counter() - started,
+        }
+
+    def _check_dimension_for_save(self, conn: Connection) -> None:
+        try:
+            self._check_dimension(conn)
+        except TableMissingError:
+            pass  # a table from before hybrid search: replaced by this save
+
+    def _swap(self, conn: Connection, token: str) -> None:
+        """Replace the live tables by the staging ones (same transaction)."""
+        table, terms = self.table_name, self.terms_table
+        staging, staging_terms = self._staging(token)
+        renames = [
+            ("TABLE", staging, table),
+            ("INDEX", f"{table}__hnsw_{token}", f"{table}_hnsw"),
+            ("INDEX", f"{table}__gin_{token}", f"{table}_terms_gin"),
+            ("TABLE", staging_terms, terms),
+        ]
+        statements = [
+            sql.SQL("DROP TABLE IF EXISTS {}").format(self._name(table)),
+            sql.SQL("DROP TABLE IF EXISTS {}").format(self._name(terms)),
+        ]
+        statements += [
+            sql.SQL("ALTER {} {} RENAME TO {}").format(
+                sql.SQL(kind), self._name(old), sql.Identifier(new)
+            )
+            for kind, old, new in renames
+        ]
+        statements += [
+            sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
+                self._name(name),
+                sql.Identifier(f"{name}__pkey_{token}"),
+                sql.Identifier(f"{name}_pkey"),
+            )
+            for name in (table, terms)
+        ]
+        for statement in statements:
+            _execute(conn, statement)
+
+    def _record_version(
+        self,
+        conn: Connection,
+        index: ProductIndex,
+        version: str,
+        timings: dict[str, float],
+    ) -> None:
+        versions = self._name(self.versions_table)
+        _execute(
+            conn,
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                "version text PRIMARY KEY, model text, dimension integer NOT NULL, "
+                "row_count bigint NOT NULL, m integer NOT NULL, "
+                "ef_construction integer NOT NULL, load_seconds double precision, "
+                "index_seconds double precision, "
+                "created_at timestamptz NOT NULL DEFAULT now())"
+            ).format(versions),
+        )
+        # Tables from before hybrid search gain the lexical columns.
+        _execute(
+            conn,
+            sql.SQL(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS analyzer text, "
+                "ADD COLUMN IF NOT EXISTS bm25_k1 double precision, "
+                "ADD COLUMN IF NOT EXISTS bm25_b double precision, "
+                "ADD COLUMN IF NOT EXISTS vocabulary_size integer, "
+                "ADD COLUMN IF NOT EXISTS average_length double precision"
+            ).format(versions),
+        )
+        data = index.products
+        model = (
+            str(data[MODEL_COLUMN].iloc[0]) if MODEL_COLUMN in data.columns else None
+        )
+        _execute(
+            conn,
+            sql.SQL(
+                "INSERT INTO {} (version, model, dimension, row_count, m, "
+                "ef_construction, load_seconds, index_seconds, analyzer, bm25_k1, "
+                "bm25_b, vocabulary_size, average_length) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            ).format(versions),
+            (
+                version,
+                model,
+                self.dimension,
+                len(data),
+                self.index_args["m"],
+                self.index_args["ef_construction"],
+                timings["load_seconds"],
+                timings["index_seconds"],
+                index.analyzer,
+                index.lexical.params.k1,
+                index.lexical.params.b,
+                index.lexical.size,
+                index.lexical.average_length,
+            ),
+        )
+
+    # ------------------------------------------------------------ read
+    def info(self) -> dict[str, Any] | None:
+        """The current version (model, dimension, row count, analyser, BM25
+        parameters, created_at, ...), or None if it has never been saved."""
+        try:
+            with self.engine.connect() as conn:
+                if not self._check_dimension(conn):
+                    return None
+                names, rows = _execute(
+                    conn,
+                    sql.SQL(
+                        "SELECT * FROM {} ORDER BY created_at DESC, version DESC LIMIT 1"
+                    ).format(self._name(self.versions_table)),
+                )
+        except _DB_ERRORS as exc:
+            raise _db_error(
+                exc, f"Could not read the version of {self.qualified_name}"
+            ) from exc
+        return dict(zip(names, rows[0], strict=True)) if rows else None
+
+    def frame(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """The rows (all columns, or ``columns``) ordered by product id; the
+        embeddings as numpy arrays, the BM25 weights as ``{term id: weight}``."""
+        for column in columns or []:
+            check_identifier("column name", column, COLUMN)
+        try:
+            with self.engine.connect() as conn:
+                if not self._check_dimension(conn):
+                    raise TableMissingError(
+                        f"Table {self.qualified_name} does not exist yet; run the "
+                        "deployment pipeline first."
+                    )
+                selected = (
+                    sql.SQL("*")
+                    if columns is None
+                    else sql.SQL(", ").join(map(sql.Identifier, columns))
+                )
+                names, rows = _execute(
+                    conn,
+                    sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
+                        selected,
+                        self._name(self.table_name),
+                        sql.Identifier(ID_COLUMN),
+                    ),
+                )
+        except _DB_ERRORS as exc:
+            raise _db_error(exc, f"Could not load {self.qualified_name}") from exc
+        frame = pd.DataFrame(rows, columns=names)
+        if VECTOR_COLUMN in frame.columns:
+            frame[VECTOR_COLUMN] = [v.to_numpy() for v in frame[VECTOR_COLUMN]]
+        if BM25_COLUMN in frame.columns:
+            frame[BM25_COLUMN] = [
+                dict(zip(v.indices(), v.values(), strict=True))
+                for v in frame[BM25_COLUMN]
+            ]
+        return frame
+
+    def search(
+        self,
+        query: str,
+        vector: Sequence[float] | np.ndarray | None,
+        k: int,
+        *,
+        mode: Mode = "hybrid",
+        options: SearchOptions | None = None,
+    ) -> list[Hit]:
+        """The ``k`` best products for ``query``, best first, in one SQL
+        statement.
+
+        ``dense``: nearest ``vector`` by cosine (HNSW); ``lexical``: BM25 of the
+        analysed query, over the products holding any of its terms (empty when
+        none does); ``hybrid``: both lanes fused, so a query without a lexical
+        match still gets its dense results. ``vector`` (the query's unit
+        embedding) may be None in lexical mode.
+        """
+        options = options or SearchOptions()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}.")
+        params: dict[str, Any] = {"k": k}
+        if mode != "lexical":
+            if vector is None:
+                raise ValueError(f"{mode} search needs the query's vector.")
+            array = np.asarray(vector, dtype=np.float32)
+            if array.shape != (self.dimension,):
+                raise ValueError(
+                    f"The query vector has shape {array.shape}; expected "
+                    f"({self.dimension},)."
+                )
+            params |= {"vector": array, "dense_depth": max(options.dense_depth, k)}
+        if mode != "dense":
+            params |= {
+                "terms": analyze(query),
+                "lexical_depth": max(options.lexical_depth, k),
+            }
+        if mode == "hybrid":
+            params |= options.model_dump(
+                include={"rrf_k", "dense_weight", "lexical_weight"}
+            )
+        statement = self._search_statement(mode, options.fusion)
+        ef_search = min(max(options.ef_search, params.get("dense_depth", 0)), 1000)
+        try:
+            with self.engine.begin() as conn:
+                driver = conn.connection.driver_connection
+                # Both statements go out in one round trip.
+                with driver.pipeline():
+                    driver.execute(
+                        "SELECT set_config('hnsw.ef_search', %s, true)",
+                        (str(ef_search),),
+                    )
+                    cursor = driver.execute(statement, params)
+                rows = cursor.fetchall()
+        except _DB_ERRORS as exc:
+            raise _db_error(exc, f"Could not search {self.qualified_name}") from exc
+        return [Hit(*row) for row in rows]
+
+    def _search_statement(self, mode: Mode, fusion: str) -> sql.Composable:
+        names = {
+            "table": self._name(self.table_name),
+            "terms": self._name(self.terms_table),
+            "versions": self._name(self.versions_table),
+            "vector": sql.Identifier(VECTOR_COLUMN),
+            "term_list": sql.Identifier(TERMS_COLUMN),
+            "bm25": sql.Identifier(BM25_COLUMN),
+            "id": sql.Identifier(ID_COLUMN),
+            "hidden": sql.SQL("ARRAY[{}]::text[]").format(
+                sql.SQL(", ").join(map(sql.Literal, HIDDEN_COLUMNS))
+            ),
+        }
+        lanes = []
+        if mode != "lexical":
+            lanes.append(_DENSE_LANE)
+        if mode != "dense":
+            lanes.append(_LEXICAL_LANE)
+        ranked = _HYBRID if mode == "hybrid" else _SINGLE_LANE[mode]
+        parts = [
+            sql.SQL("WITH "),
+            sql.SQL(", ").join(lane.format(**names) for lane in lanes),
+            sql.SQL(", ranked AS ("),
+            ranked.format(**names, score=_FUSION[fusion]),
+            sql.SQL(") "),
+            _RESULT.format(**names),
+        ]
+        return sql.Composed(parts)
+
+
+# Each lane: its candidates with rank (1 = best, ties by product id), raw score
+# and that score scaled to 0..1 over the lane's candidates (1 when all tie).
+_LANE_COLUMNS = (
+    "{id}, score, row_number() OVER (ORDER BY score DESC, {id}) AS rank, "
+    "coalesce((score - min(score) OVER ()) / "
+    "nullif(max(score) OVER () - min(score) OVER (), 0), 1.0) AS norm"
+)
+# Nearest vectors through the HNSW index.
+_DENSE_LANE = sql.SQL(
+    "dense AS (SELECT " + _LANE_COLUMNS + " FROM ("
+    "SELECT {id}, 1 - ({vector} <=> %(vector)s) AS score FROM {table} "
+    "ORDER BY {vector} <=> %(vector)s LIMIT %(dense_depth)s) AS d)"
+)
+# BM25: the query's known terms with their counts; candidates are the products
+# holding any of them (GIN index, OR semantics); each candidate's score is the
+# inner product of its BM25 weights with the query's term counts.
+_LEXICAL_LANE = sql.SQL(
+    "query_terms AS MATERIALIZED ("
+    "SELECT t.term, t.term_id, count(*) AS n "
+    "FROM unnest(CAST(%(terms)s AS text[])) AS q(term) JOIN {terms} AS t USING (term) "
+    "GROUP BY t.term, t.term_id), "
+    "lexical AS (SELECT " + _LANE_COLUMNS + " FROM ("
+    "SELECT {id}, -({bm25} <#> (SELECT CAST('{{' || string_agg("
+    "(term_id + 1) || ':' || n, ',' ORDER BY term_id) || '}}/' || ("
+    "SELECT vocabulary_size FROM {versions} ORDER BY created_at DESC, version DESC "
+    "LIMIT 1) AS sparsevec) FROM query_terms)) AS score "
+    "FROM {table} WHERE {term_list} && (SELECT array_agg(term) FROM query_terms) "
+    "ORDER BY score DESC, {id} LIMIT %(lexical_depth)s) AS l)"
+)
+_SINGLE_LANE = {
+    "dense": sql.SQL(
+        "SELECT {id}, score, rank AS dense_rank, score AS dense_score, "
+        "NULL::bigint AS lexical_rank, NULL::float8 AS lexical_score "
+        "FROM dense ORDER BY rank LIMIT %(k)s"
+    ),
+    "lexical": sql.SQL(
+        "SELECT {id}, score, NULL::bigint AS dense_rank, NULL::float8 AS dense_score, "
+        "rank AS lexical_rank, score AS lexical_score "
+        "FROM lexical ORDER BY rank LIMIT %(k)s"
+    ),
+}
+_FUSION = {
+    "rrf": sql.SQL(
+        "%(dense_weight)s * coalesce(1.0 / (%(rrf_k)s + d.rank), 0) + "
+        "%(lexical_weight)s * coalesce(1.0 / (%(rrf_k)s + l.rank), 0)"
+    ),
+    "weighted": sql.SQL(
+        "%(dense_weight)s * coalesce(d.norm, 0) + "
+        "%(lexical_weight)s * coalesce(l.norm, 0)"
+    ),
+}
+_HYBRID = sql.SQL(
+    "SELECT {id}, CAST({score} AS float8) AS score, d.rank AS dense_rank, "
+    "d.score AS dense_score, l.rank AS lexical_rank, l.score AS lexical_score "
+    "FROM dense AS d FULL JOIN lexical AS l USING ({id}) "
+    "ORDER BY 2 DESC, {id} LIMIT %(k)s"
+)
+# Display columns only for the k products shown.
+_RESULT = sql.SQL(
+    "SELECT r.{id}, r.score, to_jsonb(p) - {hidden} - 'product_id', r.dense_rank, "
+    "r.dense_score, r.lexical_rank, r.lexical_score "
+    "FROM ranked AS r JOIN {table} AS p USING ({id}) ORDER BY r.score DESC, r.{id}"
+)
