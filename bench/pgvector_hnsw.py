@@ -2,7 +2,7 @@
 
 384-d unit vectors go through ``PgVectorTableDataset.save`` (binary COPY into
 a staging table, HNSW index, swap), then a few hundred queries from the same
-distribution go through ``PgVectorTableDataset.search`` (the service's path) at
+distribution go through ``SearchTable.search`` in dense mode (the service's path) at
 each ``hnsw.ef_search``; recall@10 is measured against exact search (NumPy,
 float32). ``--kind random``: uniform on the sphere, no structure at all (the
 worst case for any ANN index); ``--kind lowrank``: a random 32-d subspace plus
@@ -35,6 +35,9 @@ import pandas as pd
 from sqlalchemy import text
 
 from product_search.datasets import PgVectorTableDataset
+from product_search.search.bm25 import Bm25Params
+from product_search.search.index import build_product_index
+from product_search.search.table import SearchOptions
 
 RESULTS = Path(__file__).parent / "results"
 DIMENSION = 384
@@ -93,20 +96,23 @@ def run_size(
     queries = unit_vectors(rng, args.queries, basis)
     ids = [f"p{i}" for i in range(rows)]
     frame = pd.DataFrame({"product_id": ids, "embedding": list(corpus)})
+    # No text: this benchmark measures the vectors alone.
+    index = build_product_index(frame, [""] * rows, Bm25Params())
 
     logger.info("Saving (COPY + HNSW build) %d rows.", rows)
     started = time.perf_counter()
-    dataset.save(frame)
+    dataset.save(index)
     save_seconds = time.perf_counter() - started
-    del frame
-    info = dataset.info()
-    with dataset.engine.connect() as conn:
+    del frame, index
+    table = dataset.table
+    info = table.info()
+    with table.engine.connect() as conn:
         sizes = conn.execute(
             text(
                 "SELECT pg_relation_size(:t), pg_relation_size(:i), "
                 "current_setting('max_parallel_maintenance_workers')"
             ),
-            {"t": dataset.qualified_name, "i": f"{dataset.qualified_name}_hnsw"},
+            {"t": table.qualified_name, "i": f"{table.qualified_name}_hnsw"},
         ).one()
 
     logger.info("Exact top-%d for %d queries.", K, args.queries)
@@ -115,15 +121,22 @@ def run_size(
 
     # Warm the page cache with one pass, as a running service would have.
     for query in queries:
-        dataset.search(query, K, ef_search=max(args.ef_search))
+        table.search(
+            "",
+            query,
+            K,
+            mode="dense",
+            options=SearchOptions(ef_search=max(args.ef_search)),
+        )
     by_ef = []
     for ef in args.ef_search:
+        options = SearchOptions(ef_search=ef)
         latencies, hits = [], 0
         for query, expected in zip(queries, truth, strict=True):
             started = time.perf_counter()
-            found = dataset.search(query, K, ef_search=ef)
+            found = table.search("", query, K, mode="dense", options=options)
             latencies.append(time.perf_counter() - started)
-            hits += len({position[h["product_id"]] for h in found} & set(expected))
+            hits += len({position[h.product_id] for h in found} & set(expected))
         by_ef.append(
             {
                 "ef_search": ef,
@@ -137,14 +150,14 @@ def run_size(
 
     # Exact search in PostgreSQL (no index) for scale: a handful of queries.
     exact_latencies = []
-    with dataset.engine.connect() as conn:
+    with table.engine.connect() as conn:
         conn.execute(text("SET enable_indexscan = off"))
         for query in queries[: args.exact_queries]:
             literal = "[" + ",".join(f"{x:.9g}" for x in query.tolist()) + "]"
             started = time.perf_counter()
             conn.execute(
                 text(
-                    f"SELECT product_id FROM {dataset.qualified_name} "
+                    f"SELECT product_id FROM {table.qualified_name} "
                     "ORDER BY embedding <=> CAST(:q AS vector) LIMIT 10"
                 ),
                 {"q": literal},
@@ -247,8 +260,8 @@ def main() -> None:
             save_args={"maintenance_work_mem": args.maintenance_work_mem},
         )
         run = run_size(dataset, rows, args)
-        with dataset.engine.begin() as conn:
-            conn.execute(text(f"DROP TABLE {dataset.qualified_name}"))
+        with dataset.table.engine.begin() as conn:
+            conn.execute(text(f"DROP TABLE {dataset.table.qualified_name}"))
         dataset.release()
         # Merge with earlier runs (other sizes, kinds or settings) on disk.
         results = json.loads(out.read_text()) if out.exists() else {"runs": []}

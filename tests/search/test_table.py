@@ -291,6 +291,7 @@ def test_a_dimension_mismatch_with_the_existing_table_is_refused(
         (index([], []), "Refusing to replace .* with an empty table"),
         (index(["p1"], [[1, 0, 0]], Title=["x"]), "Invalid column name 'Title'"),
         (index(["p1"], [[1, 0, 0]], terms=["x"]), "'terms' is reserved"),
+        (index(["p1"], [[1, 0, 0]], score=[1.0]), "'score' is reserved"),
         (index(["p1", "p2"], [[1, 0, 0]] * 2, model=["a", "b"]), "several models"),
     ],
 )

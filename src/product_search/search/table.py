@@ -8,16 +8,21 @@ This is the one home of the database code: the deployment writes through
 
 Layout of a table ``t`` (every name derived from ``t``)::
 
-    t            product_id, display columns, model, embedding vector(d),
-                 terms text[] (the analysed terms), bm25 sparsevec
-                 indexes: t_pkey, t_hnsw (vector_cosine_ops), t_terms_gin
+    t            product_id, display columns, model, embedding vector(d)
+                 indexes: t_pkey, t_hnsw (vector_cosine_ops)
+    t_lexical    product_id, terms text[] (the analysed terms), bm25 sparsevec
+                 indexes: t_lexical_pkey, t_lexical_terms_gin
     t_terms      term, term_id, document_frequency: the vocabulary
     t_versions   one row per save: model, dimension, rows, HNSW settings,
                  analyser, BM25 k1 and b, vocabulary size, average length
 
-A save builds ``t`` and ``t_terms`` as staging tables and swaps both in within
-one transaction, so a search sees the old pair or the new pair, never a mix,
-and a failed save leaves the old pair serving.
+The lexical columns have a table of their own because BM25 scores thousands
+of candidates a query: over narrow rows that is a few pages, beside 1.5 kB
+vectors it would be most of the table (and of PostgreSQL's buffer cache).
+
+A save builds ``t``, ``t_lexical`` and ``t_terms`` as staging tables and swaps
+them in within one transaction, so a search sees the old set or the new set,
+never a mix, and a failed save leaves the old set serving.
 """
 
 from __future__ import annotations
@@ -53,7 +58,12 @@ logger = logging.getLogger(__name__)
 TERMS_COLUMN = "terms"
 BM25_COLUMN = "bm25"
 #: Columns a search hit never shows.
-HIDDEN_COLUMNS = (VECTOR_COLUMN, MODEL_COLUMN, TERMS_COLUMN, BM25_COLUMN)
+HIDDEN_COLUMNS = (VECTOR_COLUMN, MODEL_COLUMN)
+#: Names of the table's lexical columns and of a hit's own fields.
+RESERVED_COLUMNS = (
+    TERMS_COLUMN, BM25_COLUMN, "score", "dense_rank", "dense_score",
+    "lexical_rank", "lexical_score",
+)  # fmt: skip
 
 # Lower case so that quoted and unquoted SQL agree; short enough to leave room
 # for the suffixes of the staging tables, their indexes and the versions table.
@@ -270,6 +280,10 @@ class SearchTable:
         return f"{self.schema}.{self.table_name}" if self.schema else self.table_name
 
     @property
+    def lexical_table(self) -> str:
+        return f"{self.table_name}_lexical"
+
+    @property
     def terms_table(self) -> str:
         return f"{self.table_name}_terms"
 
@@ -285,11 +299,14 @@ class SearchTable:
             sql.SQL(
                 "SELECT to_regclass(%(t)s) IS NOT NULL, ("
                 "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass(%(t)s) "
-                "AND attname = %(c)s AND NOT attisdropped), ("
-                "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%(t)s) "
-                "AND attname = %(b)s AND NOT attisdropped)"
+                "AND attname = %(c)s AND NOT attisdropped), "
+                "to_regclass(%(l)s) IS NOT NULL"
             ),
-            {"t": self.qualified_name, "c": VECTOR_COLUMN, "b": BM25_COLUMN},
+            {
+                "t": self.qualified_name,
+                "c": VECTOR_COLUMN,
+                "l": f"{self.qualified_name}_lexical",
+            },
         )
         exists, dimension, lexical = rows[0]
         if exists and dimension is None:
@@ -306,7 +323,7 @@ class SearchTable:
         if exists and not lexical:
             raise TableMissingError(
                 f"Table {self.qualified_name} was deployed before hybrid search and "
-                "has no BM25 column; rerun the deployment pipeline."
+                "has no BM25 weights; rerun the deployment pipeline."
             )
         return bool(exists)
 
@@ -332,9 +349,10 @@ class SearchTable:
             )
         for column in data.columns:
             check_identifier("column name", column, COLUMN)
-            if column in (TERMS_COLUMN, BM25_COLUMN):
+            if column in RESERVED_COLUMNS:
                 raise ValueError(
-                    f"The column name {column!r} is reserved for the lexical index."
+                    f"The column name {column!r} is reserved: a search hit shows "
+                    f"{list(RESERVED_COLUMNS)} itself."
                 )
         if data.empty:
             raise ValueError(
@@ -405,9 +423,10 @@ class SearchTable:
         )  # fmt: skip
         return version
 
-    def _staging(self, token: str) -> tuple[str, str]:
+    def _staging(self, token: str) -> tuple[str, str, str]:
         return (
             f"{self.table_name}__new_{token}",
+            f"{self.table_name}__lexical_new_{token}",
             f"{self.table_name}__terms_new_{token}",
         )
 
@@ -424,7 +443,7 @@ class SearchTable:
                 ),
             )
         self._check_dimension_for_save(conn)
-        staging, staging_terms = self._staging(token)
+        staging, staging_lexical, staging_terms = self._staging(token)
         data = index.products
         types = _column_types(data)
         columns = list(types)
@@ -436,21 +455,25 @@ class SearchTable:
             sql.SQL("{} vector({}) NOT NULL").format(
                 sql.Identifier(VECTOR_COLUMN), sql.Literal(self.dimension)
             ),
-            sql.SQL("{} text[] NOT NULL").format(sql.Identifier(TERMS_COLUMN)),
-            sql.SQL("{} sparsevec NOT NULL").format(sql.Identifier(BM25_COLUMN)),
             sql.SQL("CONSTRAINT {} PRIMARY KEY ({})").format(
                 sql.Identifier(f"{self.table_name}__pkey_{token}"),
                 sql.Identifier(ID_COLUMN),
             ),
         ]
-        # The vectors live out of line (TOAST): BM25 then scores thousands of
-        # candidates over narrow rows, and HNSW reads the few vectors it needs.
         statements = [
-            sql.SQL("CREATE TABLE {} ({}) WITH (toast_tuple_target = 128)").format(
+            sql.SQL("CREATE TABLE {} ({})").format(
                 self._name(staging), sql.SQL(", ").join(definitions)
             ),
-            sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET STORAGE EXTERNAL").format(
-                self._name(staging), sql.Identifier(VECTOR_COLUMN)
+            sql.SQL(
+                "CREATE TABLE {} ({} text NOT NULL, {} text[] NOT NULL, "
+                "{} sparsevec NOT NULL, CONSTRAINT {} PRIMARY KEY ({}))"
+            ).format(
+                self._name(staging_lexical),
+                sql.Identifier(ID_COLUMN),
+                sql.Identifier(TERMS_COLUMN),
+                sql.Identifier(BM25_COLUMN),
+                sql.Identifier(f"{self.lexical_table}__pkey_{token}"),
+                sql.Identifier(ID_COLUMN),
             ),
             sql.SQL(
                 "CREATE TABLE {} (term text NOT NULL, term_id integer NOT NULL, "
@@ -472,28 +495,37 @@ class SearchTable:
             )
             for c in columns
         ]
-        size = index.lexical.size
+        # A sparse vector has at least one dimension, even over no terms.
+        size = max(index.lexical.size, 1)
         with (
             driver.cursor() as cursor,
             cursor.copy(
                 sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
                     self._name(staging),
-                    sql.SQL(", ").join(
-                        map(
-                            sql.Identifier,
-                            [*columns, VECTOR_COLUMN, TERMS_COLUMN, BM25_COLUMN],
-                        )
-                    ),
+                    sql.SQL(", ").join(map(sql.Identifier, [*columns, VECTOR_COLUMN])),
                 )
             ) as copy,
         ):
-            copy.set_types([*copy_types, "vector", "text[]", "sparsevec"])
-            for row in zip(
-                *values, matrix, index.terms, index.lexical.weights, strict=True
+            copy.set_types([*copy_types, "vector"])
+            for row in zip(*values, matrix, strict=True):
+                copy.write_row(row)
+        with (
+            driver.cursor() as cursor,
+            cursor.copy(
+                sql.SQL("COPY {} ({}, {}, {}) FROM STDIN (FORMAT BINARY)").format(
+                    self._name(staging_lexical),
+                    sql.Identifier(ID_COLUMN),
+                    sql.Identifier(TERMS_COLUMN),
+                    sql.Identifier(BM25_COLUMN),
+                )
+            ) as copy,
+        ):
+            copy.set_types(["text", "text[]", "sparsevec"])
+            for product_id, terms, weights in zip(
+                values[0], index.terms, index.lexical.weights, strict=True
             ):
-                *head, vector, terms, weights = row
                 copy.write_row(
-                    [*head, vector, sorted(set(terms)), SparseVector(weights, size)]
+                    [product_id, sorted(set(terms)), SparseVector(weights, size)]
                 )
         with (
             driver.cursor() as cursor,
@@ -531,12 +563,14 @@ class SearchTable:
             ),
             sql.SQL("CREATE INDEX {} ON {} USING gin ({})").format(
                 sql.Identifier(f"{self.table_name}__gin_{token}"),
-                self._name(staging),
+                self._name(staging_lexical),
                 sql.Identifier(TERMS_COLUMN),
             ),
             # Statistics for the planner: how many products a term matches.
-            sql.SQL("ANALYZE {}").format(self._name(staging)),
-            sql.SQL("ANALYZE {}").format(self._name(staging_terms)),
+            *(
+                sql.SQL("ANALYZE {}").format(self._name(name))
+                for name in self._staging(token)
+            ),
         ):
             _execute(conn, statement)
         return {
@@ -552,17 +586,18 @@ class SearchTable:
 
     def _swap(self, conn: Connection, token: str) -> None:
         """Replace the live tables by the staging ones (same transaction)."""
-        table, terms = self.table_name, self.terms_table
-        staging, staging_terms = self._staging(token)
+        table, lexical, terms = self.table_name, self.lexical_table, self.terms_table
+        staging, staging_lexical, staging_terms = self._staging(token)
         renames = [
             ("TABLE", staging, table),
             ("INDEX", f"{table}__hnsw_{token}", f"{table}_hnsw"),
-            ("INDEX", f"{table}__gin_{token}", f"{table}_terms_gin"),
+            ("TABLE", staging_lexical, lexical),
+            ("INDEX", f"{table}__gin_{token}", f"{lexical}_terms_gin"),
             ("TABLE", staging_terms, terms),
         ]
         statements = [
-            sql.SQL("DROP TABLE IF EXISTS {}").format(self._name(table)),
-            sql.SQL("DROP TABLE IF EXISTS {}").format(self._name(terms)),
+            sql.SQL("DROP TABLE IF EXISTS {}").format(self._name(name))
+            for name in (table, lexical, terms)
         ]
         statements += [
             sql.SQL("ALTER {} {} RENAME TO {}").format(
@@ -576,7 +611,7 @@ class SearchTable:
                 sql.Identifier(f"{name}__pkey_{token}"),
                 sql.Identifier(f"{name}_pkey"),
             )
-            for name in (table, terms)
+            for name in (table, lexical, terms)
         ]
         for statement in statements:
             _execute(conn, statement)
@@ -661,8 +696,9 @@ class SearchTable:
         return dict(zip(names, rows[0], strict=True)) if rows else None
 
     def frame(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """The rows (all columns, or ``columns``) ordered by product id; the
-        embeddings as numpy arrays, the BM25 weights as ``{term id: weight}``."""
+        """The rows (all columns, the lexical ones included, or ``columns``)
+        ordered by product id; the embeddings as numpy arrays, the BM25 weights
+        as ``{term id: weight}``."""
         for column in columns or []:
             check_identifier("column name", column, COLUMN)
         try:
@@ -679,9 +715,11 @@ class SearchTable:
                 )
                 names, rows = _execute(
                     conn,
-                    sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
+                    sql.SQL("SELECT {} FROM {} JOIN {} USING ({}) ORDER BY {}").format(
                         selected,
                         self._name(self.table_name),
+                        self._name(self.lexical_table),
+                        sql.Identifier(ID_COLUMN),
                         sql.Identifier(ID_COLUMN),
                     ),
                 )
@@ -721,6 +759,8 @@ class SearchTable:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}.")
         params: dict[str, Any] = {"k": k}
+        # Only fusion needs candidates beyond the k shown.
+        hybrid = mode == "hybrid"
         if mode != "lexical":
             if vector is None:
                 raise ValueError(f"{mode} search needs the query's vector.")
@@ -730,12 +770,11 @@ class SearchTable:
                     f"The query vector has shape {array.shape}; expected "
                     f"({self.dimension},)."
                 )
-            params |= {"vector": array, "dense_depth": max(options.dense_depth, k)}
+            depth = max(options.dense_depth, k) if hybrid else k
+            params |= {"vector": array, "dense_depth": depth}
         if mode != "dense":
-            params |= {
-                "terms": analyze(query),
-                "lexical_depth": max(options.lexical_depth, k),
-            }
+            depth = max(options.lexical_depth, k) if hybrid else k
+            params |= {"terms": analyze(query), "lexical_depth": depth}
         if mode == "hybrid":
             params |= options.model_dump(
                 include={"rrf_k", "dense_weight", "lexical_weight"}
@@ -761,6 +800,7 @@ class SearchTable:
         names = {
             "table": self._name(self.table_name),
             "terms": self._name(self.terms_table),
+            "lexical": self._name(self.lexical_table),
             "versions": self._name(self.versions_table),
             "vector": sql.Identifier(VECTOR_COLUMN),
             "term_list": sql.Identifier(TERMS_COLUMN),
@@ -811,9 +851,10 @@ _LEXICAL_LANE = sql.SQL(
     "lexical AS (SELECT " + _LANE_COLUMNS + " FROM ("
     "SELECT {id}, -({bm25} <#> (SELECT CAST('{{' || string_agg("
     "(term_id + 1) || ':' || n, ',' ORDER BY term_id) || '}}/' || ("
-    "SELECT vocabulary_size FROM {versions} ORDER BY created_at DESC, version DESC "
-    "LIMIT 1) AS sparsevec) FROM query_terms)) AS score "
-    "FROM {table} WHERE {term_list} && (SELECT array_agg(term) FROM query_terms) "
+    "SELECT greatest(vocabulary_size, 1) FROM {versions} "
+    "ORDER BY created_at DESC, version DESC LIMIT 1) AS sparsevec) "
+    "FROM query_terms)) AS score "
+    "FROM {lexical} WHERE {term_list} && (SELECT array_agg(term) FROM query_terms) "
     "ORDER BY score DESC, {id} LIMIT %(lexical_depth)s) AS l)"
 )
 _SINGLE_LANE = {

@@ -14,7 +14,8 @@ from .nodes import (
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    # Each model is loaded once and encodes the catalog once, in its own node.
+    # Each model is loaded once; it encodes the catalog for the exact comparison
+    # of the two models and again for its search table.
     return Pipeline(
         [
             Node(
@@ -42,27 +43,19 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             # Each model's search table, built as the deployment builds it, so
             # that every search mode is measured through the service's code.
-            Node(
-                index_products,
-                inputs=[
-                    "products",
-                    "base_model",
-                    "params:deployment",
-                    "params:search",
-                ],
-                outputs="base_search_table",
-                name="index_base_model_node",
-            ),
-            Node(
-                index_products,
-                inputs=[
-                    "products",
-                    "fine_tuned_model",
-                    "params:deployment",
-                    "params:search",
-                ],
-                outputs="fine_tuned_search_table",
-                name="index_fine_tuned_model_node",
+            *(
+                Node(
+                    index_products,
+                    inputs=[
+                        "products",
+                        f"{model}_model",
+                        "params:deployment",
+                        "params:search",
+                    ],
+                    outputs=f"{model}_search_table",
+                    name=f"index_{model}_model_node",
+                )
+                for model in ("base", "fine_tuned")
             ),
             Node(
                 evaluate_search_modes,
