@@ -116,21 +116,29 @@ def test_save_writes_vectors_terms_bm25_indexes_vocabulary_and_version(
         "stock": "bigint",
         "model": "text",
         "embedding": "vector(3)",
-        "terms": "text[]",
-        "bm25": "sparsevec",
     }
+    assert rows(
+        db,
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        f"WHERE attrelid = '{name}_lexical'::regclass AND attnum > 0 ORDER BY attnum",
+    ) == [("product_id", "text"), ("terms", "text[]"), ("bm25", "sparsevec")]
     indexes = dict(
         rows(
-            db, f"SELECT indexname, indexdef FROM pg_indexes WHERE tablename = '{name}'"
+            db,
+            "SELECT indexname, indexdef FROM pg_indexes "
+            f"WHERE tablename IN ('{name}', '{name}_lexical')",
         )
     )
-    assert set(indexes) == {f"{name}_hnsw", f"{name}_pkey", f"{name}_terms_gin"}
+    assert set(indexes) == {
+        f"{name}_hnsw", f"{name}_pkey", f"{name}_lexical_pkey",
+        f"{name}_lexical_terms_gin",
+    }  # fmt: skip
     assert (
         "USING hnsw (embedding vector_cosine_ops) WITH (m='8', ef_construction='32')"
         in indexes[f"{name}_hnsw"]
     )
-    assert "USING gin (terms)" in indexes[f"{name}_terms_gin"]
-    assert rows(db, f"SELECT product_id, terms FROM {name} ORDER BY 1") == [
+    assert "USING gin (terms)" in indexes[f"{name}_lexical_terms_gin"]
+    assert rows(db, f"SELECT product_id, terms FROM {name}_lexical ORDER BY 1") == [
         ("p1", ["cast", "iron", "skillet"]),
         ("p2", ["nonstick", "pan"]),
         ("p3", ["boot", "hike"]),
@@ -153,7 +161,9 @@ def test_save_writes_vectors_terms_bm25_indexes_vocabulary_and_version(
         7,
         pytest.approx(7 / 3),
     )
-    assert table_names(db, name) == [name, f"{name}_terms", f"{name}_versions"]
+    assert table_names(db, name) == [
+        name, f"{name}_lexical", f"{name}_terms", f"{name}_versions",
+    ]  # fmt: skip
 
 
 def test_frame_returns_the_saved_rows(make_table, three_products):
@@ -223,11 +233,13 @@ def test_a_save_failing_midway_leaves_the_old_rows_and_vocabulary(
 
     assert rows(db, f"SELECT product_id FROM {name} ORDER BY 1")[0] == ("p1",)
     assert rows(db, f"SELECT * FROM {name}_terms ORDER BY 1") == before
-    assert table_names(db, name) == [name, f"{name}_terms", f"{name}_versions"]
+    assert table_names(db, name) == [
+        name, f"{name}_lexical", f"{name}_terms", f"{name}_versions",
+    ]  # fmt: skip
     assert table.info()["row_count"] == 5
 
 
-def test_readers_see_the_old_pair_until_the_swap_and_after_a_failed_one(
+def test_readers_see_the_old_tables_until_the_swap_and_after_a_failed_one(
     db, make_table, five_products, monkeypatch
 ):
     table = make_table()
@@ -242,6 +254,7 @@ def test_readers_see_the_old_pair_until_the_swap_and_after_a_failed_one(
         # but not swapped in, still reads the old ones and no staging table.
         seen.append(rows(db, f"SELECT product_id FROM {name} ORDER BY 1"))
         seen.append(rows(db, f"SELECT term FROM {name}_terms ORDER BY 1"))
+        seen.append(rows(db, f"SELECT count(*) FROM {name}_lexical"))
         seen.append(table_names(db, f"{name}__"))
         swap(self, conn, token)
         raise RuntimeError("disk full")
@@ -252,7 +265,7 @@ def test_readers_see_the_old_pair_until_the_swap_and_after_a_failed_one(
         table.save(index(["x1"], [[1, 1, 0]], texts=["walnut shelf"]))
 
     old_ids = [(f"p{i}",) for i in range(1, 6)]
-    assert seen == [old_ids, old_terms, []]
+    assert seen == [old_ids, old_terms, [(5,)], []]
     assert rows(db, f"SELECT product_id FROM {name} ORDER BY 1") == old_ids
     assert rows(db, f"SELECT term FROM {name}_terms ORDER BY 1") == old_terms
     assert table.search("walnut", None, 5, mode="lexical") == []
@@ -316,7 +329,7 @@ def test_a_table_from_before_hybrid_search_asks_for_a_redeployment(
             )
         )
 
-    with pytest.raises(TableMissingError, match="has no BM25 column; rerun"):
+    with pytest.raises(TableMissingError, match="has no BM25 weights; rerun"):
         table.info()
     with pytest.raises(TableMissingError, match="run the deployment pipeline"):
         table.search("x", [1, 0, 0], 1)
@@ -362,7 +375,7 @@ def test_dense_search_ranks_by_cosine_through_the_hnsw_index(
     assert [h.score for h in hits] == pytest.approx([1.0, 0.8], abs=1e-6)
     assert [(h.dense_rank, h.lexical_rank) for h in hits] == [(1, None), (2, None)]
     assert hits[1].fields == {"title": "Boots", "price": 129.0, "stock": 7}
-    plan = _plan(db, table, "ORDER BY embedding <=> '[0,1,0]' LIMIT 2")
+    plan = _plan(db, table.qualified_name, "ORDER BY embedding <=> '[0,1,0]' LIMIT 2")
     assert f"Index Scan using {table.table_name}_hnsw" in plan
 
 
@@ -397,17 +410,15 @@ def test_lexical_search_is_an_or_of_the_terms_through_the_gin_index(
         "p5",
     ]
     assert table.search("walnut", None, 5, mode="lexical") == []
-    plan = _plan(db, table, "WHERE terms && ARRAY['oak']")
-    assert f"Bitmap Index Scan on {table.table_name}_terms_gin" in plan
+    plan = _plan(db, f"{table.qualified_name}_lexical", "WHERE terms && ARRAY['oak']")
+    assert f"Bitmap Index Scan on {table.table_name}_lexical_terms_gin" in plan
 
 
-def _plan(db, table: SearchTable, clause: str) -> str:
+def _plan(db, table: str, clause: str) -> str:
     with db.connect() as conn:
         # Tiny tables are scanned sequentially unless that is ruled out.
         conn.execute(text("SET enable_seqscan = off"))
-        lines = conn.execute(
-            text(f"EXPLAIN SELECT product_id FROM {table.qualified_name} {clause}")
-        )
+        lines = conn.execute(text(f"EXPLAIN SELECT product_id FROM {table} {clause}"))
         return "\n".join(lines.scalars().all())
 
 
@@ -419,13 +430,13 @@ def _plan(db, table: SearchTable, clause: str) -> str:
         #   p2 1/64 + 1/61 = 0.032018   p1 1/63 + 1/62 = 0.032002
         #   p3 1/65 + 1/63 = 0.031258   p4 1/61 = 0.016393   p5 1/62 = 0.016129
         (
-            SearchOptions(),
+            SearchOptions(rrf_k=60, dense_weight=1.0),
             [("p2", 0.032018), ("p1", 0.032002), ("p3", 0.031258),
              ("p4", 0.016393), ("p5", 0.016129)],
         ),
         # RRF, k = 1: p2 1/5 + 1/2, p1 1/4 + 1/3, p4 1/2, p3 1/6 + 1/4, p5 1/3
         (
-            SearchOptions(rrf_k=1),
+            SearchOptions(rrf_k=1, dense_weight=1.0),
             [("p2", 0.7), ("p1", 0.583333), ("p4", 0.5), ("p3", 0.416667),
              ("p5", 0.333333)],
         ),
@@ -482,7 +493,7 @@ def test_lane_depth_bounds_the_candidates(make_table, five_products):
         options=SearchOptions(dense_depth=1, lexical_depth=1),
     )
 
-    # k is at least each lane's depth, so both lanes give 5 candidates; with
+    # A lane's depth is at least k, so both lanes give 5 candidates; with
     # k = 1 each lane gives one.
     assert len(hits) == 5
     one = table.search(
@@ -491,7 +502,8 @@ def test_lane_depth_bounds_the_candidates(make_table, five_products):
         1,
         options=SearchOptions(dense_depth=1, lexical_depth=1),
     )
-    assert ids(one) == ["p2"]  # lexical p2 1/61 beats dense p4 1/61 by id
+    # RRF by default: lexical p2 1 / (5 + 1) beats dense p4 0.5 / (5 + 1).
+    assert ids(one) == ["p2"]
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
+from product_search.search.table import SearchOptions
+
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -109,8 +111,11 @@ def test_each_hit_shows_its_rank_and_score_in_each_lane(client, deployed_table):
     assert (top["product_id"], top["dense_rank"], top["lexical_rank"]) == ("p1", 1, 1)
     assert top["lexical_score"] == pytest.approx(lexical[0]["score"])
     assert top["dense_score"] == pytest.approx(dense[0]["score"])
-    # RRF with the default k = 60 and weights 1: 1/61 + 1/61.
-    assert top["score"] == pytest.approx(2 / 61)
+    # RRF with the default options: first in both lanes.
+    options = SearchOptions()
+    assert top["score"] == pytest.approx(
+        (options.dense_weight + options.lexical_weight) / (options.rrf_k + 1)
+    )
     assert [h["lexical_rank"] for h in hybrid[1:]] == [None] * 4
     # The table's ranking, through the same code.
     expected = deployed_table.search(query, None, 5, mode="lexical")

@@ -109,8 +109,8 @@ class SearchOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     fusion: Literal["rrf", "weighted"] = "rrf"
-    rrf_k: int = Field(60, ge=1, le=10_000)
-    dense_weight: float = Field(1.0, ge=0)
+    rrf_k: int = Field(5, ge=1, le=10_000)
+    dense_weight: float = Field(0.5, ge=0)
     lexical_weight: float = Field(1.0, ge=0)
     dense_depth: int = Field(100, ge=1, le=1000, description="Dense candidates.")
     lexical_depth: int = Field(100, ge=1, le=1000, description="BM25 candidates.")
