@@ -592,8 +592,16 @@ def _mode_bars(ax: Any, modes: dict[str, Any]) -> None:
         x, [SEARCH_MODES.get(mode, mode) for mode in names], rotation=30, ha="right"
     )
     ax.set_ylim(0, 1.08)
-    ax.set_title(f"{metric_label(metric)} by search mode", fontsize=10)
-    ax.legend(fontsize=7, frameon=False, loc="upper left")
+    title = f"{metric_label(metric)} by search mode"
+    if len(sets) == 1:
+        ax.set_title(f"{title}\n({QUERY_SETS[sets[0]].lower()})", fontsize=10)
+    else:
+        ax.set_title(title, fontsize=10)
+        # Below the mode names, clear of the bars' labels.
+        ax.legend(
+            fontsize=7, frameon=False, ncols=len(sets), loc="upper center",
+            bbox_to_anchor=(0.5, -0.45),
+        )  # fmt: skip
     ax.spines[["top", "right"]].set_visible(False)
 
 
