@@ -258,6 +258,8 @@ SEARCH_MODES = {
         "lexical": {"ndcg@10": 0.7, "mrr@10": 0.6},
         "dense_base": {"ndcg@10": 0.5, "mrr@10": 0.65},
         "hybrid_base": {"ndcg@10": 0.75, "mrr@10": 0.62},
+        "dense_fine_tuned": {"ndcg@10": 0.8, "mrr@10": 0.6},
+        "hybrid_fine_tuned": {"ndcg@10": 0.79, "mrr@10": 0.6},
     },
 }  # fmt: skip
 
@@ -290,9 +292,16 @@ def test_report_and_chart_show_one_row_and_one_bar_per_search_mode(
     assert "| Mode | NDCG@10 | MRR@10 |" in section
     assert "| Lexical (BM25) | 0.7000 | 0.6000 |" in section
     assert "| Dense, base model | 0.5000 | **0.6500** |" in section
-    assert "| Hybrid, base model | **0.7500** | 0.6200 |" in section
+    assert "| Hybrid, base model | 0.7500 | 0.6200 |" in section
+    assert "| Dense, fine-tuned model | **0.8000** | 0.6000 |" in section
     assert "Real shopper queries (graded)" not in section
+    # Hybrid base beats both lanes; hybrid fine-tuned trails dense by 0.01.
+    assert "with the base model" not in section
+    assert (
+        "Hybrid search with the fine-tuned model is -0.0100 NDCG@10 below its "
+        "dense lane here" in section
+    )
     _, modes = chart.axes
     assert [bar.get_height() for bar in modes.patches] == pytest.approx(
-        [0.7, 0.5, 0.75]
+        [0.7, 0.5, 0.75, 0.8, 0.79]
     )

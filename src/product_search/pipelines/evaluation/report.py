@@ -27,6 +27,8 @@ SEARCH_MODES = {
     "hybrid_base": "Hybrid, base model",
     "hybrid_fine_tuned": "Hybrid, fine-tuned model",
 }
+# Hybrid more than this below its better lane is called out in the report.
+FUSION_TOLERANCE = 0.005
 QUERY_SETS = {
     "test_queries": "Held-out synthetic queries",
     "real_queries": "Real shopper queries (graded)",
@@ -440,7 +442,31 @@ def _search_modes(metrics: dict[str, Any]) -> list[str]:
             "",
             *_table(("Mode", *(metric_label(name) for name in names)), rows),
             "",
+            *_fusion_shortfalls(per_mode, names[0]),
         ]
+    return lines
+
+
+def _fusion_shortfalls(per_mode: dict[str, Any], metric: str) -> list[str]:
+    """A sentence for each model whose hybrid ranks clearly below its better
+    lane: the fusion settings do not suit that model on these queries."""
+    lines = []
+    for model, label in (("base", "base"), ("fine_tuned", "fine-tuned")):
+        hybrid, dense = per_mode.get(f"hybrid_{model}"), per_mode.get(f"dense_{model}")
+        if hybrid is None or dense is None or "lexical" not in per_mode:
+            continue
+        lane, best = max(
+            (("lexical", per_mode["lexical"][metric]), ("dense", dense[metric])),
+            key=lambda item: item[1],
+        )
+        gap = hybrid[metric] - best
+        if gap < -FUSION_TOLERANCE:
+            lines += [
+                f"Hybrid search with the {label} model is {gap:+.4f} "
+                f"{metric_label(metric)} below its {lane} lane here: the fusion "
+                "settings (`search.options`) do not suit it on these queries.",
+                "",
+            ]
     return lines
 
 
