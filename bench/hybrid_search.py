@@ -55,12 +55,12 @@ from product_search.datasets import PgVectorTableDataset
 from product_search.pipelines.data_generation import nodes as generation
 from product_search.pipelines.deployment.nodes import index_products
 from product_search.pipelines.evaluation.nodes import (
-    encode_queries,
     search_mode_runs,
     search_run,
 )
 from product_search.pipelines.training.nodes import train_model
 from product_search.search.analyzer import analyze
+from product_search.search.index import unit_vectors
 from product_search.search.table import SearchOptions, SearchTable
 
 NAME = "hybrid_search"
@@ -157,7 +157,7 @@ def choose_fusion(
     that are not test queries (the validation half), with either model."""
     sets = {"log": log, "validation": validation}
     vectors = {
-        (name, model): encode_queries(models[model], list(queries.values()))
+        (name, model): unit_vectors(models[model], list(queries.values()), 64)
         for name, (queries, _) in sets.items()
         for model in models
     }
@@ -479,7 +479,7 @@ def main() -> None:  # noqa: PLR0915
         }  # fmt: skip
 
         texts = list(queries.values())[:LATENCY_QUERIES]
-        vectors = encode_queries(base, texts)
+        vectors = unit_vectors(base, texts, 64)
         timings = {
             f"{len(products):,}": latency(tables["base"], texts, vectors, options)
         }

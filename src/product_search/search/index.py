@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from product_search.search.analyzer import ANALYZER_NAME, analyze
@@ -14,6 +16,31 @@ from product_search.search.bm25 import Bm25Params, LexicalIndex, build_index
 ID_COLUMN = "product_id"
 VECTOR_COLUMN = "embedding"
 MODEL_COLUMN = "model"
+
+
+class TextEncoder(Protocol):
+    """What is needed of a model; a ``SentenceTransformer`` is one."""
+
+    def encode(self, sentences: list[str], **kwargs: Any) -> Any: ...
+
+
+def unit_vectors(
+    model: TextEncoder,
+    texts: list[str],
+    batch_size: int,
+    *,
+    show_progress_bar: bool = False,
+) -> np.ndarray:
+    """The texts' embeddings scaled to length 1, as float32 rows: products for
+    the table and queries for a search alike, so that cosine similarity is
+    the dot product the HNSW index (``vector_cosine_ops``) orders by."""
+    return model.encode(
+        texts,
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=show_progress_bar,
+    )
 
 
 @dataclass(frozen=True)

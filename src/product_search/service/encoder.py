@@ -11,6 +11,7 @@ from sentence_transformers import SentenceTransformer
 from starlette.concurrency import run_in_threadpool
 
 from product_search.datasets import model_id
+from product_search.search.index import unit_vectors
 
 
 class Encoder:
@@ -32,13 +33,7 @@ class Encoder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Encode now, in the calling thread."""
-        return self.model.encode(
-            texts,
-            batch_size=self._max_batch_texts,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        return unit_vectors(self.model, texts, self._max_batch_texts)
 
     async def aencode(self, texts: list[str]) -> np.ndarray:
         """Encode in a worker thread, together with other waiting requests."""

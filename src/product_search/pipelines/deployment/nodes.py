@@ -11,7 +11,11 @@ from sentence_transformers import SentenceTransformer
 
 from product_search.datasets import model_id
 from product_search.search.bm25 import Bm25Params
-from product_search.search.index import ProductIndex, build_product_index
+from product_search.search.index import (
+    ProductIndex,
+    build_product_index,
+    unit_vectors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +28,6 @@ def embed_products(
     """Encode each product's ``text`` into a unit vector, next to its id, the
     display columns a search result shows, and the id of the model.
 
-    Unit vectors make cosine similarity a dot product, the ordering the HNSW
-    index (``vector_cosine_ops``) serves.
     """
     display_columns = list(params["display_columns"])
     missing = [
@@ -38,12 +40,8 @@ def embed_products(
             f"products lacks the column(s) {missing} needed for the search table; "
             f"it has {list(products.columns)}."
         )
-    embeddings = model.encode(
-        products["text"].tolist(),
-        batch_size=params["batch_size"],
-        normalize_embeddings=True,
-        show_progress_bar=True,
-        convert_to_numpy=True,
+    embeddings = unit_vectors(
+        model, products["text"].tolist(), params["batch_size"], show_progress_bar=True
     )
     name = model_id(model)
     logger.info("Embedded %d products with %s.", len(products), name)

@@ -15,6 +15,7 @@ from sentence_transformers import SentenceTransformer
 
 from product_search import metrics as m
 from product_search.datasets import model_id
+from product_search.search.index import unit_vectors
 from product_search.search.table import Hit, Mode, SearchOptions, SearchTable
 
 from .report import plot_metrics_chart, render_report
@@ -395,19 +396,6 @@ def _rank_run(hits: list[Hit]) -> dict[str, float]:
     return {hit.product_id: float(len(hits) - rank) for rank, hit in enumerate(hits)}
 
 
-def encode_queries(
-    model: SentenceTransformer, texts: list[str], batch_size: int = 64
-) -> np.ndarray:
-    """Unit vectors of the queries, as the service's encoder makes them."""
-    return model.encode(
-        texts,
-        batch_size=batch_size,
-        normalize_embeddings=True,
-        convert_to_numpy=True,
-        show_progress_bar=False,
-    )
-
-
 def search_run(
     table: SearchTable,
     queries: dict[str, str],
@@ -445,7 +433,7 @@ def search_mode_runs(
         )
     }  # fmt: skip
     for name, model in models.items():
-        vectors = encode_queries(model, list(queries.values()), batch_size)
+        vectors = unit_vectors(model, list(queries.values()), batch_size)
         for mode in ("dense", "hybrid"):
             runs[f"{mode}_{name}"] = search_run(
                 tables[name], queries, vectors, mode=mode, k=k, options=options
