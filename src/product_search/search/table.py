@@ -72,6 +72,7 @@ COLUMN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # pgvector's HNSW index takes vectors of at most 2,000 dimensions.
 MAX_INDEXED_DIMENSION = 2000
 HNSW_LIMITS = {"m": (2, 100), "ef_construction": (4, 1000)}
+MAX_EF_SEARCH = 1000
 DEFAULT_INDEX_ARGS: dict[str, int] = {"m": 16, "ef_construction": 64}
 # HNSW builds are much slower once the graph outgrows maintenance_work_mem.
 DEFAULT_SAVE_ARGS: dict[str, Any] = {
@@ -115,7 +116,7 @@ class SearchOptions(BaseModel):
     dense_depth: int = Field(100, ge=1, le=1000, description="Dense candidates.")
     lexical_depth: int = Field(100, ge=1, le=1000, description="BM25 candidates.")
     # HNSW candidate list size, raised to dense_depth when that is larger.
-    ef_search: int = Field(100, ge=1, le=1000)
+    ef_search: int = Field(100, ge=1, le=MAX_EF_SEARCH)
 
 
 @dataclass(frozen=True)
@@ -291,11 +292,14 @@ class SearchTable:
             return sql.Identifier(name)
         return sql.Identifier(self.schema, name)
 
+    def _qualified(self, name: str) -> str:
+        """``schema.name`` (or ``name``), for messages and ``to_regclass``
+        (unquoted, which is safe: names are checked lower-case identifiers)."""
+        return f"{self.schema}.{name}" if self.schema else name
+
     @property
     def qualified_name(self) -> str:
-        """``schema.table`` (or ``table``), for messages and ``to_regclass``
-        (unquoted, which is safe: names are checked lower-case identifiers)."""
-        return f"{self.schema}.{self.table_name}" if self.schema else self.table_name
+        return self._qualified(self.table_name)
 
     @property
     def lexical_table(self) -> str:
@@ -323,7 +327,7 @@ class SearchTable:
             {
                 "t": self.qualified_name,
                 "c": VECTOR_COLUMN,
-                "l": f"{self.qualified_name}_lexical",
+                "l": self._qualified(self.lexical_table),
             },
         )
         exists, dimension, lexical = rows[0]
@@ -784,7 +788,9 @@ class SearchTable:
                 include={"rrf_k", "dense_weight", "lexical_weight"}
             )
         statement = self._search_statement(mode, options.fusion)
-        ef_search = min(max(options.ef_search, params.get("dense_depth", 0)), 1000)
+        ef_search = min(
+            max(options.ef_search, params.get("dense_depth", 0)), MAX_EF_SEARCH
+        )
         try:
             with self.engine.begin() as conn:
                 driver = conn.connection.driver_connection
