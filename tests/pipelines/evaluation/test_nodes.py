@@ -146,6 +146,25 @@ BASELINE_NDCG = [0.5] * 16
 TUNED_NDCG = [0.5 + 0.02 * i for i in range(1, 17)]
 
 
+@pytest.fixture
+def report_of(evaluation_params, training_history, generated_queries, data_quality):
+    """write_report over the shared records, for a comparison and a split."""
+
+    def report(metrics, baseline, fine_tuned, split_by: str) -> str:
+        return write_report(
+            metrics=metrics,
+            baseline_evaluation=baseline,
+            fine_tuned_evaluation=fine_tuned,
+            training_history=training_history,
+            generated_queries=generated_queries,
+            data_quality=data_quality,
+            split={"split_by": split_by, "test_size": 0.2, "seed": 42},
+            params=evaluation_params,
+        )
+
+    return report
+
+
 def test_compare_models_on_a_clear_gain(evaluation_params):
     baseline = _evaluation("base", BASELINE_NDCG, None)
     fine_tuned = _evaluation("tuned", TUNED_NDCG, None)
@@ -169,7 +188,7 @@ def test_compare_models_on_a_clear_gain(evaluation_params):
 
 
 def test_report_calls_a_clear_gain_significant_and_a_real_loss_a_warning(
-    evaluation_params, training_history, generated_queries, data_quality
+    evaluation_params, report_of
 ):
     baseline = _evaluation("base", BASELINE_NDCG, [0.8] * 8)
     fine_tuned = _evaluation("tuned", TUNED_NDCG, [0.4] * 8)
@@ -177,16 +196,7 @@ def test_report_calls_a_clear_gain_significant_and_a_real_loss_a_warning(
         baseline, fine_tuned, {}, _evaluation_set(16, True), evaluation_params
     )
 
-    report = write_report(
-        metrics=metrics,
-        baseline_evaluation=baseline,
-        fine_tuned_evaluation=fine_tuned,
-        training_history=training_history,
-        generated_queries=generated_queries,
-        data_quality=data_quality,
-        split={"split_by": "product", "test_size": 0.2, "seed": 42},
-        params=evaluation_params,
-    )
+    report = report_of(metrics, baseline, fine_tuned, split_by="product")
 
     assert "**NDCG@10 rose from 0.5000 to 0.6700 (+0.1700, +34.0%)**" in report
     assert (
@@ -223,7 +233,7 @@ def test_chart_shows_both_models_per_metric_and_a_real_query_panel(evaluation_pa
 
 
 def test_report_says_to_keep_the_base_model_after_a_significant_loss(
-    evaluation_params, training_history, generated_queries, data_quality
+    evaluation_params, report_of
 ):
     baseline = _evaluation("base", TUNED_NDCG, None)
     fine_tuned = _evaluation("tuned", BASELINE_NDCG, None)
@@ -231,16 +241,7 @@ def test_report_says_to_keep_the_base_model_after_a_significant_loss(
         baseline, fine_tuned, {}, _evaluation_set(16, False), evaluation_params
     )
 
-    report = write_report(
-        metrics=metrics,
-        baseline_evaluation=baseline,
-        fine_tuned_evaluation=fine_tuned,
-        training_history=training_history,
-        generated_queries=generated_queries,
-        data_quality=data_quality,
-        split={"split_by": "query", "test_size": 0.2, "seed": 42},
-        params=evaluation_params,
-    )
+    report = report_of(metrics, baseline, fine_tuned, split_by="query")
 
     assert "**NDCG@10 fell from 0.6700 to 0.5000 (-0.1700, -25.4%)**" in report
     assert "keep the base model in production" in report
@@ -265,7 +266,7 @@ SEARCH_MODES = {
 
 
 def test_report_and_chart_show_one_row_and_one_bar_per_search_mode(
-    evaluation_params, training_history, generated_queries, data_quality
+    evaluation_params, report_of
 ):
     baseline = _evaluation("base", BASELINE_NDCG, None)
     fine_tuned = _evaluation("tuned", TUNED_NDCG, None)
@@ -274,16 +275,7 @@ def test_report_and_chart_show_one_row_and_one_bar_per_search_mode(
         evaluation_params,
     )  # fmt: skip
 
-    report = write_report(
-        metrics=metrics,
-        baseline_evaluation=baseline,
-        fine_tuned_evaluation=fine_tuned,
-        training_history=training_history,
-        generated_queries=generated_queries,
-        data_quality=data_quality,
-        split={"split_by": "query", "test_size": 0.2, "seed": 42},
-        params=evaluation_params,
-    )
+    report = report_of(metrics, baseline, fine_tuned, split_by="query")
     chart = plot_metrics(metrics)
 
     assert metrics["search_modes"] == SEARCH_MODES
