@@ -174,6 +174,18 @@ def test_graded_metrics_match_hand_computed_values():
     assert result["recall@10"] == pytest.approx({"q1": 1.0, "q2": 1.0, "q3": 0.5})
 
 
+def test_graded_metrics_score_a_query_that_retrieved_nothing_as_zero():
+    qrels = {"q1": {"a": 2}, "q2": {"b": 1}}
+    names = ["ndcg@10", "mrr@10", "recall@10"]
+
+    # A lexical search with no matching word returns no product at all.
+    some = m.graded_metrics(qrels, {"q1": {"a": 1.0}, "q2": {}}, names)
+    none = m.graded_metrics(qrels, {"q1": {}, "q2": {}}, names)
+
+    assert some == {name: {"q1": 1.0, "q2": 0.0} for name in names}
+    assert none == {name: {"q1": 0.0, "q2": 0.0} for name in names}
+
+
 def test_graded_metrics_refuse_a_query_without_relevant_product():
     with pytest.raises(ValueError, match="1 judged queries have no relevant product"):
         m.graded_metrics({"q1": {"a": 0}}, {"q1": {"a": 1.0}}, ["ndcg@10"])
