@@ -38,6 +38,9 @@ AMAZON_COLUMNS = {
     "description": "About Product",
 }
 
+# train_model's logged negatives, for benchmarks that have no search log.
+NO_NEGATIVES = pd.DataFrame(columns=["query_id", "query", "product_id"])
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -56,10 +59,10 @@ def parse_args(doc: str, limit_help: str) -> argparse.ArgumentParser:
     return parser
 
 
-def load_params(name: str) -> dict[str, Any]:
-    """The ``name`` section of conf/base/parameters_<name>.yml."""
+def load_params(name: str, section: str | None = None) -> dict[str, Any]:
+    """The ``section`` (default: ``name``) of conf/base/parameters_<name>.yml."""
     with open(ROOT / "conf" / "base" / f"parameters_{name}.yml") as f:
-        return yaml.safe_load(f)[name]
+        return yaml.safe_load(f)[section or name]
 
 
 def setup(device: str) -> tuple[str, SentenceTransformer]:
@@ -106,7 +109,8 @@ def generate_queries(
     if len(failures):
         raise SystemExit(f"Query generation failed for {len(failures)} products.")
     kept, report = generation.filter_queries(generated, products, params)
-    return generated, kept, report
+    # The pool split_queries takes: generated queries only, no search log.
+    return generated, kept.assign(source="generated"), report
 
 
 def evaluate(
@@ -129,7 +133,14 @@ def evaluate(
     base = evaluation.evaluate_model(base_model, evaluation_set, params)
     tuned = evaluation.evaluate_model(fine_tuned_model, evaluation_set, params)
     # The search modes are measured through the database by bench/hybrid_search.py.
-    metrics, _ = evaluation.compare_models(base, tuned, {}, evaluation_set, params)
+    metrics, _ = evaluation.compare_models(
+        baseline_evaluation=base,
+        fine_tuned_evaluation=tuned,
+        search_mode_metrics={},
+        evaluation_set=evaluation_set,
+        params=params,
+        promotion=load_params("deployment", section="promotion"),
+    )
     return metrics, time.perf_counter() - started
 
 

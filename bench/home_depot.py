@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 from common import (
+    NO_NEGATIVES,
     SHARED,
     environment,
     evaluate,
@@ -182,7 +183,9 @@ def main() -> None:
 
     training = load_params("training") | {"device": device}
     print(f"Training on {len(train)} pairs of {len(train_products)} products")
-    fine_tuned, history = train_model(train, products, base_model, training)
+    fine_tuned, history = train_model(
+        train, NO_NEGATIVES, products, base_model, training
+    )
     fine_tuned.model_card_data.model_id = "all-MiniLM-L6-v2 fine-tuned (Home Depot)"
     timings["training"] = history["wall_time_s"]
 

@@ -39,6 +39,7 @@ import bm25s
 import numpy as np
 import pandas as pd
 from common import (
+    NO_NEGATIVES,
     SHARED,
     environment,
     fmt_p,
@@ -293,7 +294,7 @@ def fine_tuned_model(
         model = SentenceTransformer(str(args.fine_tuned), device=device)
     else:
         training = load_params("training") | {"device": device}
-        model, _ = train_model(train, products, base, training)
+        model, _ = train_model(train, NO_NEGATIVES, products, base, training)
     model.model_card_data.model_id = "all-MiniLM-L6-v2 fine-tuned (Home Depot)"
     return model, test
 

@@ -21,6 +21,7 @@ import pandas as pd
 from common import (
     AMAZON,
     AMAZON_COLUMNS,
+    NO_NEGATIVES,
     environment,
     evaluate,
     fmt_change,
@@ -58,7 +59,9 @@ def run_split(
     train, test = generation.split_queries(queries, params)
     training = load_params("training") | {"device": device}
     print(f"[{split_by}] training on {len(train)} pairs, testing {len(test)} queries")
-    fine_tuned, history = train_model(train, products, base_model, training)
+    fine_tuned, history = train_model(
+        train, NO_NEGATIVES, products, base_model, training
+    )
     fine_tuned.model_card_data.model_id = (
         f"all-MiniLM-L6-v2 fine-tuned (split by {split_by})"
     )

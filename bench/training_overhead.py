@@ -24,7 +24,14 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from common import AMAZON, AMAZON_COLUMNS, ROOT, generate_queries, load_params
+from common import (
+    AMAZON,
+    AMAZON_COLUMNS,
+    NO_NEGATIVES,
+    ROOT,
+    generate_queries,
+    load_params,
+)
 from datasets import Dataset
 from sentence_transformers import (
     SentenceTransformerTrainer,
@@ -106,7 +113,7 @@ def main() -> None:
     def node() -> float:
         base_model = dataset.load()
         started = time.perf_counter()
-        train_model(train, products, base_model, params)
+        train_model(train, NO_NEGATIVES, products, base_model, params)
         return time.perf_counter() - started
 
     def plain() -> float:

@@ -12,12 +12,13 @@ from kedro.framework.hooks import hook_impl
 from kedro.io.core import DatasetError
 from kedro.pipeline import Pipeline
 
+from product_search.errors import PromotionRefusedError
 from product_search.providers import QueryGenerationError
 
 logger = logging.getLogger(__name__)
 
 # Raised by the project on purpose, with a message that says what to fix.
-CLEAR_ERRORS = (ValueError, DatasetError, QueryGenerationError)
+CLEAR_ERRORS = (ValueError, DatasetError, QueryGenerationError, PromotionRefusedError)
 
 
 class ServiceHintHooks:

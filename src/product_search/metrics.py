@@ -326,3 +326,95 @@ def bootstrap_ci(
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return float(low), float(high)
+
+
+def paired_comparison(
+    baseline: Mapping[str, float],
+    candidate: Mapping[str, float],
+    *,
+    alpha: float,
+    samples: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Paired tests and the bootstrap CI of the mean gain over the same queries
+    (``{query_id: value}`` of each model), and whether the change is
+    significant: Wilcoxon p below ``alpha`` and a CI that excludes 0."""
+    query_ids = list(baseline)
+    base = np.array([baseline[qid] for qid in query_ids])
+    tuned = np.array([candidate[qid] for qid in query_ids])
+    low, high = bootstrap_ci(tuned - base, samples=samples, seed=seed)
+    result = paired_significance(base, tuned) | {
+        "ci95_low": low,
+        "ci95_high": high,
+        "bootstrap_samples": samples,
+        "seed": seed,
+        "alpha": alpha,
+    }
+    p = result["wilcoxon_p_value"]
+    result["significant"] = bool(p is not None and p < alpha and (low > 0 or high < 0))
+    return result
+
+
+def promotion_verdict(
+    baseline: Mapping[str, float],
+    candidate: Mapping[str, float],
+    *,
+    metric: str,
+    queries: str,
+    models: tuple[str, str],
+    alpha: float,
+    min_gain: float | None,
+    samples: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Whether the ``candidate`` model may replace the ``baseline`` (serving)
+    one, from their per-query ``metric`` on ``queries`` (a name for people):
+    refused when it is significantly worse, or gains less than ``min_gain``
+    (None: no minimum). ``reason`` says why in one sentence."""
+    comparison = paired_comparison(
+        baseline, candidate, alpha=alpha, samples=samples, seed=seed
+    )
+    serving_value = float(np.mean(list(baseline.values())))
+    candidate_value = float(np.mean([candidate[qid] for qid in baseline]))
+    delta = candidate_value - serving_value
+    significant = comparison["significant"]
+    direction = "better" if delta > 0 else "worse" if delta < 0 else "unchanged"
+    p = comparison["wilcoxon_p_value"]
+    figures = (
+        f"{metric} {serving_value:.4f} -> {candidate_value:.4f} ({delta:+.4f}) on "
+        f"{len(baseline):,} {queries}, Wilcoxon p = "
+        + ("n/a" if p is None else "< 0.001" if p < 0.001 else f"{p:.3f}")
+    )
+    if significant and delta < 0:
+        promote = False
+        reason = f"The candidate model is significantly worse than the serving one ({figures})."
+    elif min_gain is not None and delta < min_gain:
+        promote = False
+        reason = (
+            f"The candidate model gains less than the required {min_gain:+.4f} "
+            f"({figures})."
+        )
+    elif significant:
+        promote = True
+        reason = f"The candidate model is significantly better than the serving one ({figures})."
+    else:
+        promote = True
+        reason = (
+            "The candidate model is not significantly different from the serving "
+            f"one ({figures}), so it is not worse."
+        )
+    return {
+        "metric": metric,
+        "queries": queries,
+        "serving_model": models[0],
+        "candidate_model": models[1],
+        "serving_value": serving_value,
+        "candidate_value": candidate_value,
+        "delta": delta,
+        "direction": direction,
+        "significant": significant,
+        "min_gain": min_gain,
+        "promote": promote,
+        "reason": reason,
+        "comparison": comparison,
+    }

@@ -5,6 +5,7 @@ from product_search.datasets.optional_csv import OptionalCSVDataset
 from product_search.datasets.pgvector_table import PgVectorTableDataset
 from product_search.datasets.sentence_transformer_model import (
     SentenceTransformerModelDataset,
+    load_model_by_id,
     model_id,
     resolve_model_path,
 )
@@ -15,6 +16,7 @@ __all__ = [
     "OptionalCSVDataset",
     "PgVectorTableDataset",
     "SentenceTransformerModelDataset",
+    "load_model_by_id",
     "model_id",
     "resolve_model_path",
 ]

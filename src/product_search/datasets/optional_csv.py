@@ -12,21 +12,20 @@ from kedro.io.core import AbstractDataset, DatasetError
 class OptionalCSVDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
     """Loads a CSV file, or an empty DataFrame with ``columns`` when the file does
     not exist. Used for inputs a user may or may not have, such as human
-    relevance judgments. A file that exists but lacks a column is an error.
+    relevance judgments. A file that exists but lacks a column is an error;
+    without ``columns`` (the node maps the user's names) nothing is checked.
     """
 
     def __init__(
         self,
         *,
         filepath: str,
-        columns: list[str],
+        columns: list[str] | None = None,
         load_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        if not columns:
-            raise DatasetError("'columns' must name the expected columns.")
         self._filepath = Path(filepath)
-        self._columns = list(columns)
+        self._columns = list(columns or [])
         self._load_args = {"dtype": str, "keep_default_na": False, **(load_args or {})}
         self.metadata = metadata
 

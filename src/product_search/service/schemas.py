@@ -83,6 +83,20 @@ class TableVersion(BaseModel):
     vocabulary_size: int | None = None
 
 
+class PromotionDecision(BaseModel):
+    """The promotion gate's last decision (promotion_decision.json)."""
+
+    deploy: bool = Field(description="Whether that run deployed its candidate.")
+    promote: bool = Field(description="The gate's own verdict, before any force.")
+    forced: bool = False
+    reason: str
+    serving_model: str
+    candidate_model: str
+    metric: str | None = None
+    queries: str | None = None
+    decided_at: str | None = None
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok", "no_table", "error"] = Field(
         description="ok: ready to search; no_table: the deployment pipeline has "
@@ -97,5 +111,10 @@ class HealthResponse(BaseModel):
         None,
         description="Whether the table's vectors come from the served model; "
         "searching vectors of another model gives meaningless results.",
+    )
+    promotion: PromotionDecision | None = Field(
+        None,
+        description="Why the served model serves: the promotion gate's last "
+        "decision (a refused candidate leaves the table as it was).",
     )
     detail: str | None = None

@@ -248,9 +248,9 @@ def test_filter_counts_each_cause(tiny_products, params):
 
 def _queries(n_products: int, per_product: int) -> pd.DataFrame:
     return pd.DataFrame(
-        [(f"p{p}-q{i}", f"query {p} {i}", f"p{p}")
+        [(f"p{p}-q{i}", f"query {p} {i}", f"p{p}", "generated")
          for p in range(n_products) for i in range(per_product)],
-        columns=["query_id", "query", "product_id"],
+        columns=["query_id", "query", "product_id", "source"],
     )  # fmt: skip
 
 
@@ -286,3 +286,165 @@ def test_bad_split_parameters_are_refused(params, split, message):
     params["split"].update(split)
     with pytest.raises(ValueError, match=message):
         nodes.split_queries(_queries(5, 2), params)
+
+
+def _log(*rows: tuple) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["search_terms", "sku", "clicks"])
+
+
+def _catalog(*ids: str) -> pd.DataFrame:
+    return pd.DataFrame({"product_id": list(ids), "title": list(ids)})
+
+
+LOG_MAPPING = {"query": "search_terms", "product_id": "sku", "relevance": "clicks"}
+
+
+def test_search_log_maps_columns_thresholds_and_counts_drops(params):
+    params["search_logs"] |= {"columns": LOG_MAPPING, "aggregate": "sum",
+                              "positive_min": 2, "negative_max": 0}  # fmt: skip
+    log = _log(
+        ("Drill Bits", "p1", 1),
+        ("drill bits ", "p1", 2),  # the same pair after normalising: 3 clicks
+        ("drill bits", "p2", 0),  # shown, not clicked: a hard negative
+        ("drill bits", "p3", 1),  # between the thresholds
+        ("paint", "gone", 9),  # not in the catalog
+        ("", "p1", 5),
+        ("paint", "p2", "n/a"),
+        ("hammer", "p3", 0),  # a negative without a positive teaches nothing
+    )
+    positives, negatives, report = nodes.prepare_search_logs(
+        log, _catalog("p1", "p2", "p3"), params
+    )
+    assert positives[["query", "product_id"]].values.tolist() == [["drill bits", "p1"]]
+    assert negatives[["query", "product_id"]].values.tolist() == [["drill bits", "p2"]]
+    assert positives["query_id"][0] == negatives["query_id"][0]
+    assert positives["query_id"][0].startswith("log-")
+    assert report["dropped"] == {"empty_query": 1, "unreadable_relevance": 1,
+                                 "unknown_product": 1}  # fmt: skip
+    assert report | {"dropped": None} == {
+        "input_rows": 8, "dropped": None, "distinct_pairs": 4, "positive_pairs": 1,
+        "positive_queries": 1, "hard_negatives": 1, "between_thresholds": 1,
+    }  # fmt: skip
+
+
+def test_graded_log_keeps_the_highest_judgment_of_a_pair(params):
+    log = pd.DataFrame(
+        {"query": ["saw", "saw", "saw"], "product_id": ["p1", "p1", "p2"],
+         "relevance": [3, 5, 1]}
+    )  # fmt: skip
+    positives, negatives, _ = nodes.prepare_search_logs(
+        log, _catalog("p1", "p2"), params
+    )
+    assert positives["product_id"].tolist() == ["p1"]
+    assert negatives["product_id"].tolist() == ["p2"]
+
+
+def test_absent_search_log_gives_empty_tables(params):
+    positives, negatives, report = nodes.prepare_search_logs(
+        pd.DataFrame(), _catalog("p1"), params
+    )
+    assert positives.empty and negatives.empty
+    assert report == {"input_rows": 0}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"columns": {"query": "q"}}, "'q' \\(for query\\)"),
+        ({"negative_max": 4}, "must be below positive_min"),
+        ({"aggregate": "mean"}, "'max' \\(judgments\\) or 'sum'"),
+    ],  # fmt: skip
+)
+def test_bad_search_log_settings_are_refused(params, options, message):
+    params["search_logs"] |= options
+    log = pd.DataFrame({"query": ["saw"], "product_id": ["p1"], "relevance": [5]})
+    with pytest.raises(ValueError, match=message):
+        nodes.prepare_search_logs(log, _catalog("p1"), params)
+
+
+def test_match_key_ignores_case_whitespace_and_punctuation():
+    assert nodes.match_key("  1/2 in. PVC-Tee ") == nodes.match_key("1 2 in pvc tee")
+
+
+def _logged(*rows: tuple[str, str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(f"log-{q}", q, pid) for q, pid in rows],
+        columns=["query_id", "query", "product_id"],
+    )
+
+
+def test_leakage_guard_removes_every_judged_query_and_counts_it(params):
+    generated = _queries(2, 2).drop(columns="source")
+    generated.loc[0, "query"] = "Query 0, 0!"  # a judged query, written otherwise
+    logged = _logged(("paint roller", "p0"), ("Caulk Gun", "p1"), ("caulk gun", "p0"))
+    negatives = _logged(("caulk gun", "p1"), ("paint roller", "p1"))
+    judged = pd.DataFrame(
+        {"query_id": ["j1", "j2"], "query": ["query 0 0", "CAULK gun"]}
+    )
+    pool, kept_negatives, report = nodes.mix_query_sources(
+        generated, logged, negatives, judged, params
+    )
+    keys = set(pool["query"].map(nodes.match_key))
+    assert keys.isdisjoint({"query 0 0", "caulk gun"})
+    assert set(kept_negatives["query"]) == {"paint roller"}
+    assert report["removed_as_judged"] == {"generated": 1, "log": 2, "negatives": 1}
+    assert report["judged_queries"] == 2
+    assert pool.groupby("source").size().to_dict() == {"generated": 3, "log": 1}
+
+
+def test_sources_are_capped_by_distinct_queries_with_the_seed(params):
+    logged = _logged(("saw", "p0"), ("saw", "p1"), ("drill", "p0"), ("nails", "p1"))
+    params["query_sources"] = {"generated": {"max_queries": 0},
+                               "log": {"max_queries": 2}}  # fmt: skip
+    no_judgments = pd.DataFrame({"query_id": [], "query": []})
+    pool, _, report = nodes.mix_query_sources(
+        _queries(3, 2).drop(columns="source"), logged, logged[:0], no_judgments, params
+    )
+    again, _, _ = nodes.mix_query_sources(
+        _queries(3, 2).drop(columns="source"), logged, logged[:0], no_judgments, params
+    )
+    assert set(pool["source"]) == {"log"}
+    assert pool["query"].nunique() == 2  # both rows of "saw" stay together
+    pd.testing.assert_frame_equal(pool, again)
+    assert report["sources"]["log"] == {
+        "queries": 2,
+        "pairs": len(pool),
+        "capped_from": 3,
+    }
+    assert report["sources"]["generated"]["queries"] == 0
+
+
+def test_unknown_source_is_refused(params):
+    params["query_sources"]["clicks"] = {"max_queries": 1}
+    with pytest.raises(ValueError, match="Unknown query source"):
+        nodes.mix_query_sources(
+            _queries(2, 2), _logged(), _logged(), pd.DataFrame({"query": []}), params
+        )
+
+
+def test_logged_queries_all_train_and_keep_their_source(params):
+    logged = _logged(("saw", "p0"), ("drill", "p7")).assign(source="log")
+    pool = pd.concat([_queries(25, 4), logged], ignore_index=True)
+    train, test = nodes.split_queries(pool, params)
+    assert (len(train), len(test)) == (82, 20)
+    assert set(test["source"]) == {"generated"}
+    assert train["source"].value_counts().to_dict() == {"generated": 80, "log": 2}
+
+
+def test_product_split_leaves_logged_pairs_of_test_products_out(params):
+    params["split"]["split_by"] = "product"
+    logged = pd.DataFrame(
+        [(f"log-{p}", f"logged {p}", f"p{p}", "log") for p in range(25)],
+        columns=["query_id", "query", "product_id", "source"],
+    )
+    train, test = nodes.split_queries(
+        pd.concat([_queries(25, 4), logged], ignore_index=True), params
+    )
+    assert set(train["product_id"]).isdisjoint(test["product_id"])
+    assert (train["source"] == "log").sum() == 20
+
+
+def test_split_without_generated_queries_is_a_clear_error(params):
+    logged = _logged(("saw", "p0")).assign(source="log")
+    with pytest.raises(ValueError, match="max_queries > 0"):
+        nodes.split_queries(logged, params)

@@ -9,10 +9,19 @@ import pandas as pd
 import pytest
 import yaml
 from kedro.io import DataCatalog, MemoryDataset
+from kedro.io.core import Version
 from kedro.runner import SequentialRunner
+from kedro_datasets.json import JSONDataset
 
+from product_search.datasets import SentenceTransformerModelDataset
+from product_search.errors import PromotionRefusedError
 from product_search.pipelines.deployment import create_pipeline
-from product_search.pipelines.deployment.nodes import embed_products, index_products
+from product_search.pipelines.deployment.nodes import (
+    decide_promotion,
+    embed_products,
+    index_products,
+)
+from product_search.pipelines.training.nodes import train_model
 from tests import pg
 
 CONF = Path(__file__).parents[3] / "conf" / "base"
@@ -79,19 +88,47 @@ def test_index_products_adds_the_bm25_weights_of_the_analysed_text(
     assert all(skillet not in weights for weights in index.lexical.weights[1:])
 
 
-def test_pipeline_writes_the_products_to_the_search_table(
-    tiny_products, base_model, params, make_dataset
-):
-    table = make_dataset()
-    catalog = DataCatalog(
+def _verdict(promote: bool, candidate: str = MODEL) -> dict:
+    """The promotion verdict compare_models stores in metrics.json."""
+    return {
+        "metric": "ndcg@10", "queries": "held-out test queries",
+        "serving_model": MODEL, "candidate_model": candidate,
+        "serving_value": 0.5, "candidate_value": 0.6 if promote else 0.4,
+        "delta": 0.1 if promote else -0.1, "direction": "better" if promote else "worse",
+        "significant": True, "min_gain": None, "promote": promote,
+        "reason": "The candidate model is significantly "
+        + ("better" if promote else "worse") + " than the serving one (made up).",
+    }  # fmt: skip
+
+
+def _catalog(products, model, params, table, serving, *, verdict, decision_path):
+    return DataCatalog(
         {
-            "products": MemoryDataset(tiny_products),
-            "fine_tuned_model": MemoryDataset(base_model, copy_mode="assign"),
+            "products": MemoryDataset(products),
+            "fine_tuned_model": MemoryDataset(model, copy_mode="assign"),
+            "base_model": MemoryDataset(model, copy_mode="assign"),
+            "metrics": MemoryDataset({"promotion": verdict}),
+            "test_queries": MemoryDataset(products[:0]),
+            "judged_queries": MemoryDataset(products[:0]),
+            "relevance_judgments": MemoryDataset(products[:0]),
+            "params:evaluation": MemoryDataset({}),
+            "params:promotion": MemoryDataset({"force": False}),
             "params:deployment": MemoryDataset(params),
             "params:search": MemoryDataset({"bm25": {"k1": 1.2, "b": 0.75}}),
+            "serving_search_table": serving,
             "product_embeddings": table,
+            "promotion_decision": JSONDataset(filepath=str(decision_path)),
         }
     )
+
+
+def test_pipeline_writes_the_products_to_the_search_table(
+    tiny_products, base_model, params, make_dataset, tmp_path
+):
+    table = make_dataset()
+    serving = make_dataset(table_name=table.table.spec.table_name, missing_ok=True)
+    catalog = _catalog(tiny_products, base_model, params, table, serving,
+                       verdict=_verdict(True), decision_path=tmp_path / "d.json")  # fmt: skip
 
     SequentialRunner().run(create_pipeline(), catalog)
 
@@ -109,3 +146,128 @@ def test_pipeline_writes_the_products_to_the_search_table(
     assert (info["analyzer"], info["bm25_k1"], info["bm25_b"]) == (
         "product-text-v1", 1.2, 0.75,
     )  # fmt: skip
+
+
+def test_a_refused_candidate_leaves_the_serving_table_and_force_deploys_it(
+    tiny_products, base_model, params, make_dataset, tmp_path
+):
+    table = make_dataset()
+    serving = make_dataset(table_name=table.table.spec.table_name, missing_ok=True)
+    old = tiny_products.head(2)
+    SequentialRunner().run(
+        create_pipeline(),
+        _catalog(
+            old,
+            base_model,
+            params,
+            table,
+            serving,
+            verdict=_verdict(True),
+            decision_path=tmp_path / "first.json",
+        ),  # fmt: skip
+    )
+    before = table.load().info()
+
+    refused = _catalog(tiny_products, base_model, params, table, serving,
+                       verdict=_verdict(False, candidate="worse-model"),
+                       decision_path=tmp_path / "decision.json")  # fmt: skip
+    refused["base_model"] = MemoryDataset(base_model, copy_mode="assign")
+    candidate = SentenceTransformerModelDataset(model_name_or_path=MODEL).load()
+    candidate.model_card_data.model_id = "worse-model"
+    refused["fine_tuned_model"] = MemoryDataset(candidate, copy_mode="assign")
+    with pytest.raises(PromotionRefusedError, match=r"Not deployed: The candidate model "
+                       r"is significantly worse .* `sentence-transformers/all-MiniLM-L6-v2` "
+                       r"keeps serving; run with --params=promotion.force=true"):  # fmt: skip
+        SequentialRunner().run(create_pipeline(), refused)
+    assert table.load().info() == before
+    assert table.load().frame()["product_id"].tolist() == ["p1", "p2"]
+    assert refused.load("promotion_decision")["deploy"] is False
+
+    refused["params:promotion"] = MemoryDataset({"force": True})
+    SequentialRunner().run(create_pipeline(), refused)
+    assert table.load().info()["model"] == "worse-model"
+    assert table.load().info()["row_count"] == 6
+    decision = refused.load("promotion_decision")
+    assert (decision["deploy"], decision["forced"], decision["promote"]) == (
+        True, True, False,
+    )  # fmt: skip
+
+
+def test_metrics_of_another_model_are_refused(tiny_products, base_model, make_dataset):
+    with pytest.raises(ValueError, match="judges the model 'other'"):
+        decide_promotion(
+            metrics={"promotion": _verdict(True, candidate="other")},
+            serving_table=make_dataset(missing_ok=True).load(), candidate=base_model,
+            base_model=base_model, products=tiny_products, test_queries=None,
+            judged_queries=None, relevance_judgments=None, evaluation_params={},
+            promotion={},
+        )  # fmt: skip
+
+
+MATERIALS = ["oak wood", "stainless steel", "clear glass", "organic cotton",
+             "full grain leather", "recycled plastic", "bamboo", "wool"]  # fmt: skip
+
+
+def test_gate_compares_with_a_fine_tuned_serving_model_and_refuses_a_worse_one(
+    base_model, make_dataset, tmp_path
+):
+    """The serving model is an earlier fine-tuned version; the candidate was
+    trained on shuffled pairs. The gate scores both itself and keeps the old."""
+    products = pd.DataFrame(
+        {
+            "product_id": [f"p{i}" for i in range(8)],
+            "title": MATERIALS,
+            "text": [f"Storage box made of {m}, 20 litres" for m in MATERIALS],
+        }
+    )
+    queries = pd.DataFrame(
+        [(f"q{i}-{j}", t.format(m=m), f"p{i}", "generated")
+         for i, m in enumerate(MATERIALS)
+         for j, t in enumerate(["{m} box", "storage in {m}", "{m} storage box"])],
+        columns=["query_id", "query", "product_id", "source"],
+    )  # fmt: skip
+    with open(CONF / "parameters_training.yml") as f:
+        training = yaml.safe_load(f)["training"]
+    training.update(epochs=3, batch_size=8, learning_rate=1e-4, device="cpu")
+    no_negatives = queries[:0]
+    good, _ = train_model(queries, no_negatives, products, base_model, training)
+    shuffled = queries.assign(product_id=queries["product_id"].sample(
+        frac=1, random_state=3).to_numpy())  # fmt: skip
+    worse, _ = train_model(shuffled, no_negatives, products, base_model, training)
+
+    saved = SentenceTransformerModelDataset(
+        model_name_or_path=str(tmp_path / "model"),
+        version=Version(load=None, save="2026-11-27T00.00.00.000Z"),
+    )
+    saved.save(good)
+    serving_model = SentenceTransformerModelDataset(
+        model_name_or_path=str(tmp_path / "model"), version=Version(None, None)
+    ).load()
+    serving = make_dataset()
+    serving.save(
+        index_products(products, serving_model, {"batch_size": 8, "display_columns": ["title"]},
+                       {"bm25": {"k1": 1.2, "b": 0.75}})
+    )  # fmt: skip
+    worse.model_card_data.model_id = "shuffled"
+    with open(CONF / "parameters_evaluation.yml") as f:
+        evaluation = yaml.safe_load(f)["evaluation"] | {"bootstrap_samples": 200}
+    with open(CONF / "parameters_deployment.yml") as f:
+        promotion = yaml.safe_load(f)["promotion"]
+    no_judged = pd.DataFrame({"query_id": [], "query": []}, dtype=str)
+    no_qrels = pd.DataFrame(
+        {"query_id": [], "product_id": [], "relevance": []}, dtype=str
+    )
+
+    decision = decide_promotion(
+        # The evaluation judged the candidate against the base model.
+        metrics={"promotion": _verdict(True, candidate="shuffled")},
+        serving_table=serving.load(), candidate=worse, base_model=base_model,
+        products=products, test_queries=queries, judged_queries=no_judged,
+        relevance_judgments=no_qrels, evaluation_params=evaluation,
+        promotion=promotion,
+    )  # fmt: skip
+
+    assert decision["serving_model"] == f"{tmp_path / 'model'}@2026-11-27T00.00.00.000Z"
+    assert decision["candidate_model"] == "shuffled"
+    assert decision["direction"] == "worse" and decision["significant"]
+    assert decision["deploy"] is False

@@ -3,8 +3,11 @@ wording from the numbers, and the chart."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
+import yaml
 
 from product_search.pipelines.evaluation.nodes import (
     build_evaluation_set,
@@ -13,6 +16,7 @@ from product_search.pipelines.evaluation.nodes import (
     write_report,
 )
 
+ROOT = Path(__file__).parents[3]
 NO_JUDGED = pd.DataFrame({"query_id": [], "query": []}, dtype=str)
 NO_QRELS = pd.DataFrame({"query_id": [], "product_id": [], "relevance": []}, dtype=str)
 
@@ -140,6 +144,22 @@ def _evaluation_set(n_queries: int, with_real: bool) -> dict:
     }
 
 
+with open(ROOT / "conf" / "base" / "parameters_deployment.yml") as f:
+    PROMOTION = yaml.safe_load(f)["promotion"]
+
+
+def compare(baseline, fine_tuned, modes, evaluation_set, params, **promotion):
+    """compare_models with the project's promotion parameters, updated."""
+    return compare_models(
+        baseline_evaluation=baseline,
+        fine_tuned_evaluation=fine_tuned,
+        search_mode_metrics=modes,
+        evaluation_set=evaluation_set,
+        params=params,
+        promotion=PROMOTION | promotion,
+    )
+
+
 # 16 queries gaining 0.02, 0.04, ... 0.32: distinct non-zero differences, for
 # which scipy gives the exact Wilcoxon p-value. Mean gain 0.02 * 136 / 16 = 0.17.
 BASELINE_NDCG = [0.5] * 16
@@ -169,7 +189,7 @@ def test_compare_models_on_a_clear_gain(evaluation_params):
     baseline = _evaluation("base", BASELINE_NDCG, None)
     fine_tuned = _evaluation("tuned", TUNED_NDCG, None)
 
-    metrics, per_query = compare_models(
+    metrics, per_query = compare(
         baseline, fine_tuned, {}, _evaluation_set(16, False), evaluation_params
     )
 
@@ -192,7 +212,7 @@ def test_report_calls_a_clear_gain_significant_and_a_real_loss_a_warning(
 ):
     baseline = _evaluation("base", BASELINE_NDCG, [0.8] * 8)
     fine_tuned = _evaluation("tuned", TUNED_NDCG, [0.4] * 8)
-    metrics, _ = compare_models(
+    metrics, _ = compare(
         baseline, fine_tuned, {}, _evaluation_set(16, True), evaluation_params
     )
 
@@ -215,7 +235,7 @@ def test_report_calls_a_clear_gain_significant_and_a_real_loss_a_warning(
 def test_chart_shows_both_models_per_metric_and_a_real_query_panel(evaluation_params):
     baseline = _evaluation("base", BASELINE_NDCG, [0.8] * 8)
     fine_tuned = _evaluation("tuned", TUNED_NDCG, [0.4] * 8)
-    metrics, _ = compare_models(
+    metrics, _ = compare(
         baseline, fine_tuned, {}, _evaluation_set(16, True), evaluation_params
     )
 
@@ -237,7 +257,7 @@ def test_report_says_to_keep_the_base_model_after_a_significant_loss(
 ):
     baseline = _evaluation("base", TUNED_NDCG, None)
     fine_tuned = _evaluation("tuned", BASELINE_NDCG, None)
-    metrics, _ = compare_models(
+    metrics, _ = compare(
         baseline, fine_tuned, {}, _evaluation_set(16, False), evaluation_params
     )
 
@@ -270,7 +290,7 @@ def test_report_and_chart_show_one_row_and_one_bar_per_search_mode(
 ):
     baseline = _evaluation("base", BASELINE_NDCG, None)
     fine_tuned = _evaluation("tuned", TUNED_NDCG, None)
-    metrics, _ = compare_models(
+    metrics, _ = compare(
         baseline, fine_tuned, SEARCH_MODES, _evaluation_set(16, False),
         evaluation_params,
     )  # fmt: skip
@@ -297,3 +317,73 @@ def test_report_and_chart_show_one_row_and_one_bar_per_search_mode(
     assert [bar.get_height() for bar in modes.patches] == pytest.approx(
         [0.7, 0.5, 0.75, 0.8, 0.79]
     )
+
+
+def test_gate_verdict_on_test_queries_promotes_a_significant_gain(evaluation_params):
+    metrics, _ = compare(
+        _evaluation("base", BASELINE_NDCG, None),
+        _evaluation("tuned", TUNED_NDCG, None),
+        {}, _evaluation_set(16, False), evaluation_params,
+    )  # fmt: skip
+    verdict = metrics["promotion"]
+    assert verdict | {"comparison": None, "reason": None} == {
+        "metric": "ndcg@10", "queries": "held-out test queries",
+        "serving_model": "base", "candidate_model": "tuned",
+        "serving_value": pytest.approx(0.5), "candidate_value": pytest.approx(0.67),
+        "delta": pytest.approx(0.17), "direction": "better", "significant": True,
+        "min_gain": None, "promote": True, "comparison": None, "reason": None,
+    }  # fmt: skip
+    assert verdict["reason"].startswith(
+        "The candidate model is significantly better than the serving one "
+        "(ndcg@10 0.5000 -> 0.6700 (+0.1700) on 16 held-out test queries"
+    )
+
+
+def test_gate_verdict_refuses_a_significant_loss_on_real_queries(
+    evaluation_params, report_of
+):
+    baseline = _evaluation("base", BASELINE_NDCG, [0.8] * 8)
+    fine_tuned = _evaluation("tuned", TUNED_NDCG, [0.4] * 8)
+    metrics, _ = compare(
+        baseline, fine_tuned, {}, _evaluation_set(16, True), evaluation_params
+    )
+    verdict = metrics["promotion"]
+    # Real judgments win over the synthetic gain: 8 of 8 queries lost 0.4.
+    assert verdict["queries"] == "real queries"
+    assert (verdict["direction"], verdict["significant"], verdict["promote"]) == (
+        "worse", True, False,
+    )  # fmt: skip
+    assert verdict["comparison"]["wilcoxon_p_value"] == pytest.approx(2 / 2**8)
+    report = report_of(metrics, baseline, fine_tuned, split_by="query")
+    section = report[report.index("## Deployment") :]
+    assert "`tuned` does not pass the promotion gate" in section
+    assert "keeps `base` serving" in section
+    assert "significantly worse than the serving one" in section
+
+
+@pytest.mark.parametrize(
+    ("promotion", "promote", "reason"),
+    [
+        ({"min_gain": 0.2}, False, "gains less than the required +0.2000"),
+        ({"min_gain": 0.1}, True, "significantly better"),
+        # p < 2 / 2**16 is out of reach for 16 queries: not significant.
+        ({"p_value": 1e-6}, True, "not significantly different"),
+    ],  # fmt: skip
+)
+def test_gate_parameters_set_the_bar(evaluation_params, promotion, promote, reason):
+    metrics, _ = compare(
+        _evaluation("base", BASELINE_NDCG, None),
+        _evaluation("tuned", TUNED_NDCG, None),
+        {}, _evaluation_set(16, False), evaluation_params, **promotion,
+    )  # fmt: skip
+    assert metrics["promotion"]["promote"] is promote
+    assert reason in metrics["promotion"]["reason"]
+
+
+def test_gate_metric_must_be_measured_per_query(evaluation_params):
+    with pytest.raises(ValueError, match="promotion.metric 'mrr@10' is not measured"):
+        compare(
+            _evaluation("base", BASELINE_NDCG, None),
+            _evaluation("tuned", TUNED_NDCG, None),
+            {}, _evaluation_set(16, False), evaluation_params, metric="mrr@10",
+        )  # fmt: skip

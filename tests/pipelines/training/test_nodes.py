@@ -45,6 +45,9 @@ def pairs() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["query_id", "query", "product_id"])
 
 
+NO_NEGATIVES = pd.DataFrame(columns=["query_id", "query", "product_id"])
+
+
 def _epoch_mean_loss(history: dict, epoch: int) -> float:
     return float(np.mean([e["loss"] for e in history["loss_by_step"]
                           if epoch - 1 < e["epoch"] <= epoch]))  # fmt: skip
@@ -54,7 +57,9 @@ def test_fine_tuned_model_differs_normalised_384d_and_loss_goes_down(
     pairs, products, base_model, params
 ):
     params.update(epochs=3, learning_rate=1e-4)
-    model, history = nodes.train_model(pairs, products, base_model, params)
+    model, history = nodes.train_model(
+        pairs, NO_NEGATIVES, products, base_model, params
+    )
 
     query = ["oak wood box"]
     tuned = model.encode(query, normalize_embeddings=True)
@@ -71,15 +76,17 @@ def test_fine_tuned_model_differs_normalised_384d_and_loss_goes_down(
 
 
 def test_training_is_reproducible(pairs, products, base_model, params):
-    first, _ = nodes.train_model(pairs, products, base_model, params)
-    second, _ = nodes.train_model(pairs, products, base_model, params)
+    first, _ = nodes.train_model(pairs, NO_NEGATIVES, products, base_model, params)
+    second, _ = nodes.train_model(pairs, NO_NEGATIVES, products, base_model, params)
     texts = ["bamboo box", products["text"][0]]
     np.testing.assert_allclose(first.encode(texts), second.encode(texts), atol=1e-5)
 
 
 def test_cached_mnrl_trains(pairs, products, base_model, params):
     params.update(loss="cached_mnrl", batch_size=16, mini_batch_size=4)
-    model, history = nodes.train_model(pairs, products, base_model, params)
+    model, history = nodes.train_model(
+        pairs, NO_NEGATIVES, products, base_model, params
+    )
     assert history["steps"] == 1
     assert model.encode(["wool box"]).shape == (1, 384)
 
@@ -89,7 +96,9 @@ def test_matryoshka_truncated_embeddings_still_rank(
 ):
     params.update(epochs=2, learning_rate=1e-4)
     params["matryoshka"] = {"enabled": True, "dims": [384, 64]}
-    model, history = nodes.train_model(pairs, products, base_model, params)
+    model, history = nodes.train_model(
+        pairs, NO_NEGATIVES, products, base_model, params
+    )
     assert history["steps"] == 4
     queries = model.encode(pairs["query"].tolist(), truncate_dim=64,
                            normalize_embeddings=True)  # fmt: skip
@@ -105,7 +114,7 @@ def test_hard_negatives_are_mined_into_the_training_set(pairs, products, base_mo
                                                          params):  # fmt: skip
     params["hard_negatives"] = {"enabled": True, "num_negatives": 1, "range_min": 0,
                                 "range_max": 4, "margin": 0.0}  # fmt: skip
-    _, history = nodes.train_model(pairs, products, base_model, params)
+    _, history = nodes.train_model(pairs, NO_NEGATIVES, products, base_model, params)
     # every pair got one negative: a (query, positive, negative) triplet
     assert history["train_pairs"] == 16
     assert history["steps"] == 2
@@ -130,7 +139,7 @@ def test_hard_negative_dataset_has_a_negative_column(pairs, products, base_model
 def test_no_training_pairs_is_a_clear_error(products, base_model, params):
     empty = pd.DataFrame(columns=["query_id", "query", "product_id"])
     with pytest.raises(ValueError, match="no training pairs"):
-        nodes.train_model(empty, products, base_model, params)
+        nodes.train_model(empty, NO_NEGATIVES, products, base_model, params)
 
 
 def test_unknown_products_and_duplicates_are_dropped_and_counted(pairs, products,
@@ -160,7 +169,7 @@ def test_only_unknown_products_is_a_clear_error(products):
 def test_over_long_texts_are_truncated_and_counted(pairs, products, base_model, params):
     products = products.assign(text=products["text"] + " word" * 40)
     params["max_seq_length"] = 16
-    _, history = nodes.train_model(pairs, products, base_model, params)
+    _, history = nodes.train_model(pairs, NO_NEGATIVES, products, base_model, params)
     assert history["pairs"]["truncated_products"] == 8
 
 
@@ -178,4 +187,63 @@ def test_device_is_chosen_automatically_or_named(monkeypatch):
 def test_unknown_loss_is_refused(pairs, products, base_model, params):
     params["loss"] = "triplet"
     with pytest.raises(ValueError, match="Unknown loss 'triplet'"):
-        nodes.train_model(pairs, products, base_model, params)
+        nodes.train_model(pairs, NO_NEGATIVES, products, base_model, params)
+
+
+def _negatives(pairs: pd.DataFrame, shift: int = 1) -> pd.DataFrame:
+    """For every query, the next material's product as a logged negative."""
+    other = pairs["product_id"].str[1:].astype(int).add(shift) % len(MATERIALS)
+    return pairs[["query_id", "query"]].assign(product_id="p" + other.astype(str))
+
+
+def test_logged_negatives_make_triplets_dealt_out_in_turn(pairs, products):
+    texts = products.set_index("product_id")["text"]
+    joined, _ = nodes.training_pairs(pairs, products)
+    # q0-0 has two positives and two negatives; q1-0 none
+    doubled = pd.concat([joined, joined.iloc[[0]].assign(product_id="p2",
+                                                         text=texts["p2"])], ignore_index=True)  # fmt: skip
+    negatives = pd.DataFrame(
+        {"query_id": ["q0-0", "q0-0", "q1-0", "q6-1"], "query": "x",
+         "product_id": ["p4", "p5", "gone", "p6"]}
+    )  # fmt: skip
+    datasets = nodes.training_datasets(doubled, negatives, texts)
+    triplets = datasets["triplets"]
+    assert triplets["anchor"] == ["oak wood box", "storage in bamboo", "oak wood box"]
+    assert triplets["negative"] == [texts["p4"], texts["p6"], texts["p5"]]
+    assert len(datasets["pairs"]) == 17 - 3  # q1-0's only negative is unknown
+    assert datasets["pairs"].column_names == ["anchor", "positive"]
+
+
+def test_triplet_training_lowers_loss_and_pushes_the_negative_away(
+    pairs, products, base_model, params
+):
+    params.update(epochs=3, learning_rate=1e-4)
+    negatives = _negatives(pairs)
+    model, history = nodes.train_model(pairs, negatives, products, base_model, params)
+    assert history["triplets"] == 16
+    assert _epoch_mean_loss(history, 3) < _epoch_mean_loss(history, 1)
+
+    texts = products.set_index("product_id")["text"]
+
+    def similarity(m):
+        queries = m.encode(pairs["query"].tolist(), normalize_embeddings=True)
+        negative = m.encode(
+            negatives["product_id"].map(texts).tolist(), normalize_embeddings=True
+        )
+        return float((queries * negative).sum(axis=1).mean())
+
+    assert similarity(model) < similarity(base_model) - 0.05
+
+
+def test_logged_negatives_can_be_switched_off(pairs, products, base_model, params):
+    params["logged_negatives"] = False
+    _, history = nodes.train_model(
+        pairs, _negatives(pairs), products, base_model, params
+    )
+    assert history["triplets"] == 0
+
+
+def test_pairs_are_counted_by_source(pairs, products):
+    sourced = pairs.assign(source=["generated"] * 10 + ["log"] * 6)
+    _, report = nodes.training_pairs(sourced, products)
+    assert report["by_source"] == {"generated": 10, "log": 6}

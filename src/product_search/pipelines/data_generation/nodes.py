@@ -3,6 +3,7 @@ queries -> (query, product) training pairs and held-out test queries."""
 
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
 import os
@@ -20,8 +21,12 @@ from product_search.providers.offline import generate_offline
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("product_id", "title")
-PAIR_COLUMNS = ["query_id", "query", "product_id"]
+PAIR_COLUMNS = ["query_id", "query", "product_id", "source"]
+NEGATIVE_COLUMNS = ["query_id", "query", "product_id"]
+LOG_COLUMNS = ("query", "product_id", "relevance")
+SOURCES = ("generated", "log")
 HTML_TAG = re.compile(r"<[^>]{1,200}>")
+PUNCTUATION = re.compile(r"[^\w\s]+")
 NON_ALNUM = re.compile(r"[^0-9a-z]+")
 
 
@@ -266,11 +271,198 @@ def filter_queries(
     return kept, report
 
 
+def match_key(query: str) -> str:
+    """The form in which two queries count as the same for the leakage guard:
+    lower case, punctuation as spaces, single spaces."""
+    return " ".join(PUNCTUATION.sub(" ", str(query).lower()).split())
+
+
+def _log_query_id(query: str) -> str:
+    # Stable across log updates: the same query keeps its id.
+    return "log-" + hashlib.sha1(query.encode()).hexdigest()[:12]
+
+
+def _empty(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({column: pd.Series(dtype=str) for column in columns})
+
+
+def prepare_search_logs(
+    search_logs: pd.DataFrame, products: pd.DataFrame, params: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The shop's search log as training data: a (query, product) whose
+    ``relevance`` (a judgment or an event count such as clicks, summed or maxed
+    over repeated rows) reaches ``positive_min`` is a positive pair, one at or
+    below ``negative_max`` a hard negative. Rows naming a product that is not in
+    the catalog are counted and dropped. An absent log gives empty tables."""
+    options = params["search_logs"]
+    if search_logs.empty:
+        return _empty(NEGATIVE_COLUMNS), _empty(NEGATIVE_COLUMNS), {"input_rows": 0}
+    mapping = {
+        ours: (options.get("columns") or {}).get(ours, ours) for ours in LOG_COLUMNS
+    }
+    missing = [
+        f"'{theirs}' (for {ours})" for ours, theirs in mapping.items()
+        if theirs not in search_logs.columns
+    ]  # fmt: skip
+    if missing:
+        raise ValueError(
+            f"The search log lacks the column(s) {', '.join(missing)}. It has: "
+            f"{list(search_logs.columns)}. Map your column names under "
+            "`data_generation.search_logs.columns` ({our_name: your_name})."
+        )
+    positive_min = float(options["positive_min"])
+    negative_max = options.get("negative_max")
+    if negative_max is not None and float(negative_max) >= positive_min:
+        raise ValueError(
+            f"search_logs.negative_max ({negative_max}) must be below positive_min "
+            f"({positive_min}): a pair cannot be both."
+        )
+    aggregate = options.get("aggregate", "max")
+    if aggregate not in ("max", "sum"):
+        raise ValueError(
+            f"search_logs.aggregate must be 'max' (judgments) or 'sum' (event "
+            f"counts), got '{aggregate}'."
+        )
+    logs = pd.DataFrame(
+        {
+            "query": search_logs[mapping["query"]].fillna("").map(normalise_query),
+            "product_id": search_logs[mapping["product_id"]].astype(str).str.strip(),
+            "relevance": pd.to_numeric(
+                search_logs[mapping["relevance"]], errors="coerce"
+            ),
+        }
+    )
+    checks = {
+        "empty_query": logs["query"] == "",
+        "unreadable_relevance": logs["relevance"].isna(),
+        "unknown_product": ~logs["product_id"].isin(products["product_id"]),
+    }
+    dropped: dict[str, int] = {}
+    keep = pd.Series(True, index=logs.index)
+    for cause, failed in checks.items():
+        dropped[cause] = int((keep & failed).sum())
+        keep &= ~failed
+    if dropped["unknown_product"]:
+        logger.warning(
+            "Dropped %d search-log rows whose product is not in the catalog (e.g. %s)",
+            dropped["unknown_product"],
+            logs.loc[checks["unknown_product"], "product_id"].head(3).tolist(),
+        )
+    pairs = (
+        logs[keep]
+        .groupby(["query", "product_id"], as_index=False, sort=True)["relevance"]
+        .agg(aggregate)
+    )
+    pairs.insert(0, "query_id", pairs["query"].map(_log_query_id))
+    positive = pairs["relevance"] >= positive_min
+    negative = (
+        pairs["relevance"] <= float(negative_max)
+        if negative_max is not None
+        else pd.Series(False, index=pairs.index)
+    )
+    positives = pairs.loc[positive, NEGATIVE_COLUMNS].reset_index(drop=True)
+    # A negative teaches only beside a positive of the same query.
+    negatives = pairs.loc[
+        negative & pairs["query_id"].isin(positives["query_id"]), NEGATIVE_COLUMNS
+    ].reset_index(drop=True)
+    report = {
+        "input_rows": len(search_logs),
+        "dropped": dropped,
+        "distinct_pairs": len(pairs),
+        "positive_pairs": len(positives),
+        "positive_queries": int(positives["query_id"].nunique()),
+        "hard_negatives": len(negatives),
+        "between_thresholds": int((~positive & ~negative).sum()),
+    }
+    logger.info(
+        "Search log: %d positive pairs of %d queries, %d hard negatives (dropped: "
+        "%s)",
+        len(positives), report["positive_queries"], len(negatives), dropped,
+    )  # fmt: skip
+    return positives, negatives, report
+
+
+def _cap_queries(
+    queries: pd.DataFrame, cap: int | None, rng: np.random.Generator
+) -> pd.DataFrame:
+    """All rows of at most ``cap`` distinct queries, drawn with ``rng``."""
+    ids = queries["query_id"].drop_duplicates().to_numpy()
+    if cap is None or cap >= len(ids):
+        return queries
+    chosen = set(rng.permutation(ids)[: int(cap)])
+    return queries[queries["query_id"].isin(chosen)]
+
+
+def mix_query_sources(
+    queries: pd.DataFrame,
+    logged_queries: pd.DataFrame,
+    logged_negatives: pd.DataFrame,
+    judged_queries: pd.DataFrame,
+    params: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Generated and logged queries in one pool with their ``source``, each
+    source capped at ``query_sources.<source>.max_queries`` distinct queries.
+    Every query that is also an evaluation judgment's query (compared by
+    :func:`match_key`) is removed first, so that no model trains on the
+    queries it is judged on."""
+    judged = (
+        set(judged_queries["query"].map(match_key)) if len(judged_queries) else set()
+    )
+    rng = np.random.default_rng(int(params["seed"]))
+    sources = params["query_sources"]
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown:
+        raise ValueError(
+            f"Unknown query source(s) {unknown} in query_sources: use {list(SOURCES)}."
+        )
+    frames = {
+        "generated": queries[NEGATIVE_COLUMNS].assign(source="generated"),
+        "log": logged_queries[NEGATIVE_COLUMNS].assign(source="log"),
+    }
+    report: dict[str, Any] = {
+        "judged_queries": len(judged),
+        "removed_as_judged": {},
+        "sources": {},
+    }
+    pool = []
+    for source, frame in frames.items():
+        leaked = frame["query"].map(match_key).isin(judged)
+        report["removed_as_judged"][source] = int(leaked.sum())
+        cap = (sources.get(source) or {}).get("max_queries")
+        kept = _cap_queries(frame[~leaked], cap, rng)
+        report["sources"][source] = {
+            "queries": int(kept["query_id"].nunique()),
+            "pairs": len(kept),
+            "capped_from": int(frame.loc[~leaked, "query_id"].nunique()),
+        }
+        pool.append(kept)
+    mixed = pd.concat(pool, ignore_index=True)
+    leaked_negatives = logged_negatives["query"].map(match_key).isin(judged)
+    negatives = logged_negatives[
+        ~leaked_negatives & logged_negatives["query_id"].isin(mixed["query_id"])
+    ]
+    report["removed_as_judged"]["negatives"] = int(leaked_negatives.sum())
+    report["hard_negatives"] = len(negatives)
+    if any(report["removed_as_judged"].values()):
+        logger.warning(
+            "Removed training queries that are evaluation judgments' queries: %s",
+            report["removed_as_judged"],
+        )
+    if mixed.empty:
+        raise ValueError(
+            f"No training query is left after mixing the sources: {report}."
+        )
+    return mixed, negatives.reset_index(drop=True), report
+
+
 def split_queries(
     queries: pd.DataFrame, params: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hold out ``test_size`` of the queries (``split_by: query``) or of the
-    products with all their queries (``split_by: product``)."""
+    """Hold out ``test_size`` of the generated queries (``split_by: query``) or
+    of the products with all their generated queries (``split_by: product``).
+    Logged queries all train: real queries are measured on the judgments. With
+    ``split_by: product``, logged pairs of a held-out product are dropped so
+    that its products stay unseen."""
     split = params["split"]
     test_size, split_by = float(split["test_size"]), split["split_by"]
     if not 0 < test_size < 1:
@@ -279,9 +471,15 @@ def split_queries(
         raise ValueError(
             f"split.split_by must be 'query' or 'product', got '{split_by}'."
         )
+    generated = queries["source"] == "generated"
+    if not generated.any():
+        raise ValueError(
+            "The held-out test queries come from the generated queries, and there "
+            "are none: keep some (query_sources.generated.max_queries > 0)."
+        )
     rng = np.random.default_rng(int(split["seed"]))
     units = queries["query_id"] if split_by == "query" else queries["product_id"]
-    unique_units = units.drop_duplicates().to_numpy()
+    unique_units = units[generated].drop_duplicates().to_numpy()
     n_test = round(len(unique_units) * test_size)
     if not 0 < n_test < len(unique_units):
         raise ValueError(
@@ -289,15 +487,19 @@ def split_queries(
             "and keep both sides non-empty."
         )
     test_units = set(rng.permutation(unique_units)[:n_test])
-    is_test = units.isin(test_units)
-    train, test = (
-        queries.loc[~is_test, PAIR_COLUMNS],
-        queries.loc[is_test, PAIR_COLUMNS],
-    )
+    held_out = units.isin(test_units)
+    train = queries.loc[~held_out, PAIR_COLUMNS]
+    test = queries.loc[held_out & generated, PAIR_COLUMNS]
+    if (held_out & ~generated).any():
+        logger.info(
+            "Left %d logged pairs of held-out products out of training",
+            int((held_out & ~generated).sum()),
+        )
     logger.info(
-        "Split by %s: %d training pairs, %d test queries",
+        "Split by %s: %d training pairs (%s), %d test queries",
         split_by,
         len(train),
+        ", ".join(f"{k} {v}" for k, v in train["source"].value_counts().items()),
         len(test),
     )
     return train.reset_index(drop=True), test.reset_index(drop=True)
@@ -307,10 +509,14 @@ def report_data_quality(
     product_report: dict[str, Any],
     query_report: dict[str, Any],
     generation_failures: pd.DataFrame,
+    search_log_report: dict[str, Any],
+    source_report: dict[str, Any],
 ) -> dict[str, Any]:
     """One data-quality report for the whole pipeline."""
     return {
         "products": product_report,
         "generation_failures": len(generation_failures),
         "queries": query_report,
+        "search_logs": search_log_report,
+        "query_sources": source_report,
     }

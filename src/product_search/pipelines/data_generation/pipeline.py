@@ -5,7 +5,9 @@ from kedro.pipeline import Node, Pipeline
 from .nodes import (
     filter_queries,
     generate_queries,
+    mix_query_sources,
     prepare_products,
+    prepare_search_logs,
     report_data_quality,
     split_queries,
 )
@@ -33,14 +35,39 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="filter_queries_node",
             ),
             Node(
+                prepare_search_logs,
+                inputs=["search_logs", "products", "params:data_generation"],
+                outputs=["logged_queries", "logged_negatives", "search_log_report"],
+                name="prepare_search_logs_node",
+            ),
+            # The judged queries come in only to be kept out of training.
+            Node(
+                mix_query_sources,
+                inputs=[
+                    "queries",
+                    "logged_queries",
+                    "logged_negatives",
+                    "judged_queries",
+                    "params:data_generation",
+                ],
+                outputs=["query_pool", "train_negatives", "source_report"],
+                name="mix_query_sources_node",
+            ),
+            Node(
                 split_queries,
-                inputs=["queries", "params:data_generation"],
+                inputs=["query_pool", "params:data_generation"],
                 outputs=["train_pairs", "test_queries"],
                 name="split_queries_node",
             ),
             Node(
                 report_data_quality,
-                inputs=["product_report", "query_report", "generation_failures"],
+                inputs=[
+                    "product_report",
+                    "query_report",
+                    "generation_failures",
+                    "search_log_report",
+                    "source_report",
+                ],
                 outputs="data_quality",
                 name="report_data_quality_node",
             ),

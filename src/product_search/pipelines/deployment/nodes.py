@@ -1,23 +1,120 @@
-"""Nodes of the deployment pipeline: embed and analyse the products for the
-search table."""
+"""Nodes of the deployment pipeline: the promotion gate, then the products
+embedded and analysed for the search table."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
+from kedro.io.core import DatasetError
 from sentence_transformers import SentenceTransformer
 
-from product_search.datasets import model_id
+from product_search.datasets import load_model_by_id, model_id
+from product_search.errors import PromotionRefusedError
+from product_search.pipelines.evaluation.nodes import (
+    build_evaluation_set,
+    evaluate_model,
+    promotion_verdict,
+)
 from product_search.search.bm25 import Bm25Params
 from product_search.search.index import (
     ProductIndex,
     build_product_index,
     unit_vectors,
 )
+from product_search.search.table import SearchTable
 
 logger = logging.getLogger(__name__)
+
+
+def _serving_model_id(serving_table: SearchTable) -> str | None:
+    info = serving_table.info()
+    return info["model"] if info else None
+
+
+def decide_promotion(
+    *,
+    metrics: dict[str, Any],
+    serving_table: SearchTable,
+    candidate: SentenceTransformer,
+    base_model: SentenceTransformer,
+    products: pd.DataFrame,
+    test_queries: pd.DataFrame,
+    judged_queries: pd.DataFrame,
+    relevance_judgments: pd.DataFrame,
+    evaluation_params: dict[str, Any],
+    promotion: dict[str, Any],
+) -> dict[str, Any]:
+    """The gate before the swap: may ``candidate`` replace the model that
+    serves now? Against the base model (a first run, or the base serving) the
+    evaluation's verdict in ``metrics`` decides; against an earlier fine-tuned
+    model both are scored here the same way. ``force`` deploys regardless."""
+    verdict = metrics.get("promotion")
+    candidate_id = model_id(candidate)
+    if not verdict:
+        raise ValueError(
+            "metrics.json has no promotion verdict: run the evaluation pipeline "
+            "before the deployment (kedro run --pipelines=evaluation,deployment)."
+        )
+    if verdict["candidate_model"] != candidate_id:
+        raise ValueError(
+            f"metrics.json judges the model '{verdict['candidate_model']}', but "
+            f"the model to deploy is '{candidate_id}': run the evaluation "
+            "pipeline on it first."
+        )
+    serving_id = _serving_model_id(serving_table) or model_id(base_model)
+    if serving_id == candidate_id:
+        verdict = verdict | {
+            "serving_model": serving_id,
+            "promote": True,
+            "reason": "The candidate model is the one that serves already.",
+        }
+    elif serving_id != verdict["serving_model"]:
+        logger.info("Comparing the candidate with the serving model %s", serving_id)
+        try:
+            serving = load_model_by_id(serving_id)
+        except DatasetError as exc:
+            raise ValueError(
+                f"The promotion gate cannot load the serving model '{serving_id}' "
+                f"to compare the candidate with ({exc}). Restore it, or set "
+                "promotion.force=true to deploy without the comparison."
+            ) from exc
+        evaluation_set = build_evaluation_set(
+            products, test_queries, judged_queries, relevance_judgments
+        )
+        verdict = promotion_verdict(
+            evaluate_model(serving, evaluation_set, evaluation_params),
+            evaluate_model(candidate, evaluation_set, evaluation_params),
+            evaluation_params,
+            promotion,
+        )
+    forced = bool(promotion.get("force")) and not verdict["promote"]
+    decision = verdict | {
+        "deploy": verdict["promote"] or forced,
+        "forced": forced,
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    logger.info(
+        "Promotion gate: %s %s",
+        "deploy." if decision["deploy"] else "keep the serving model.",
+        decision["reason"] + (" Forced." if forced else ""),
+    )
+    return decision
+
+
+def promoted_model(
+    candidate: SentenceTransformer, decision: dict[str, Any]
+) -> SentenceTransformer:
+    """The candidate when the gate let it through; otherwise the run ends
+    here, with the serving table untouched."""
+    if not decision["deploy"]:
+        raise PromotionRefusedError(
+            f"Not deployed: {decision['reason']} `{decision['serving_model']}` keeps "
+            "serving; run with --params=promotion.force=true to deploy it anyway."
+        )
+    return candidate
 
 
 def embed_products(

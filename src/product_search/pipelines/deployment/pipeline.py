@@ -2,22 +2,48 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import index_products
+from .nodes import decide_promotion, index_products, promoted_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
+                decide_promotion,
+                inputs={
+                    "metrics": "metrics",
+                    # The same table as product_embeddings, read before the swap.
+                    "serving_table": "serving_search_table",
+                    "candidate": "fine_tuned_model",
+                    "base_model": "base_model",
+                    # What the evaluation scored, to score a serving
+                    # fine-tuned model the same way.
+                    "products": "products",
+                    "test_queries": "test_queries",
+                    "judged_queries": "judged_queries",
+                    "relevance_judgments": "relevance_judgments",
+                    "evaluation_params": "params:evaluation",
+                    "promotion": "params:promotion",
+                },
+                outputs="promotion_decision",
+                name="decide_promotion_node",
+            ),
+            Node(
+                promoted_model,
+                inputs=["fine_tuned_model", "promotion_decision"],
+                outputs="model_to_deploy",
+                name="promoted_model_node",
+            ),
+            Node(
                 index_products,
                 inputs=[
                     "products",
-                    "fine_tuned_model",
+                    "model_to_deploy",
                     "params:deployment",
                     "params:search",
                 ],
                 outputs="product_embeddings",
                 name="index_products_node",
-            )
+            ),
         ]
     )

@@ -289,31 +289,71 @@ def evaluate_model(
 
 
 def _paired(
-    baseline: dict[str, float], fine_tuned: dict[str, float], params: dict[str, Any]
+    baseline: dict[str, float],
+    fine_tuned: dict[str, float],
+    params: dict[str, Any],
+    promotion: dict[str, Any],
 ) -> dict[str, Any]:
-    """Paired tests and bootstrap CI of the mean gain over the same queries."""
-    query_ids = list(baseline)
-    base = np.array([baseline[qid] for qid in query_ids])
-    tuned = np.array([fine_tuned[qid] for qid in query_ids])
-    samples, seed = int(params["bootstrap_samples"]), int(params["seed"])
-    low, high = m.bootstrap_ci(tuned - base, samples=samples, seed=seed)
-    return m.paired_significance(base, tuned) | {
-        "ci95_low": low,
-        "ci95_high": high,
-        "bootstrap_samples": samples,
-        "seed": seed,
-    }
+    return m.paired_comparison(
+        baseline,
+        fine_tuned,
+        alpha=float(promotion["p_value"]),
+        samples=int(params["bootstrap_samples"]),
+        seed=int(params["seed"]),
+    )
+
+
+def promotion_verdict(
+    baseline_evaluation: dict[str, Any],
+    candidate_evaluation: dict[str, Any],
+    params: dict[str, Any],
+    promotion: dict[str, Any],
+) -> dict[str, Any]:
+    """May the candidate replace the baseline (the serving model)? Judged on
+    ``promotion.metric`` over the real judgments when there are some, else over
+    the held-out test queries (see :func:`product_search.metrics.promotion_verdict`)."""
+    metric = promotion["metric"]
+    real = bool(baseline_evaluation["real_queries"])
+    if real:
+        per_query = baseline_evaluation["real_queries"]["per_query"]
+        candidate = candidate_evaluation["real_queries"]["per_query"]
+        available = list(per_query)
+    else:
+        per_query = {params["primary_metric"]: baseline_evaluation["per_query_ndcg"]}
+        candidate = {params["primary_metric"]: candidate_evaluation["per_query_ndcg"]}
+        available = list(per_query)
+    if metric not in per_query:
+        raise ValueError(
+            f"promotion.metric '{metric}' is not measured per query on the "
+            f"{'real' if real else 'test'} queries; use one of {available} "
+            "(evaluation.real_query_metrics, or evaluation.primary_metric without "
+            "judgments)."
+        )
+    return m.promotion_verdict(
+        per_query[metric],
+        candidate[metric],
+        metric=metric,
+        queries="real queries" if real else "held-out test queries",
+        models=(baseline_evaluation["model_id"], candidate_evaluation["model_id"]),
+        alpha=float(promotion["p_value"]),
+        min_gain=promotion.get("min_gain"),
+        samples=int(params["bootstrap_samples"]),
+        seed=int(params["seed"]),
+    )
 
 
 def compare_models(
+    *,
     baseline_evaluation: dict[str, Any],
     fine_tuned_evaluation: dict[str, Any],
     search_mode_metrics: dict[str, Any],
     evaluation_set: dict[str, Any],
     params: dict[str, Any],
+    promotion: dict[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Every metric of both models with its change, whether the primary metric's
-    change is significant, the metrics of each search mode, and the per-query
+    change is significant, the metrics of each search mode, the verdict of the
+    promotion gate on the fine-tuned model (``promotion``), and the per-query
     primary metric of both models."""
     primary = params["primary_metric"]
     base_pq = baseline_evaluation["per_query_ndcg"]
@@ -329,7 +369,8 @@ def compare_models(
         "metrics": m.compare(
             baseline_evaluation["metrics"], fine_tuned_evaluation["metrics"]
         ),
-        "significance": {"metric": primary} | _paired(base_pq, tuned_pq, params),
+        "significance": {"metric": primary}
+        | _paired(base_pq, tuned_pq, params, promotion),
         "search_modes": search_mode_metrics,
     }
     judged = evaluation_set["judged"]
@@ -344,8 +385,12 @@ def compare_models(
                 base_real["per_query"][headline],
                 tuned_real["per_query"][headline],
                 params,
+                promotion,
             ),
         }
+    metrics["promotion"] = promotion_verdict(
+        baseline_evaluation, fine_tuned_evaluation, params, promotion
+    )
 
     tests = evaluation_set["test_queries"]
     per_query = pd.DataFrame(tests)

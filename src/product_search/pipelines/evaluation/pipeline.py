@@ -2,7 +2,8 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from ..deployment.nodes import index_products
+# The module, not the function: deployment's gate imports evaluation's nodes.
+from ..deployment import nodes as deployment
 from .nodes import (
     build_evaluation_set,
     compare_models,
@@ -45,7 +46,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             # that every search mode is measured through the service's code.
             *(
                 Node(
-                    index_products,
+                    deployment.index_products,
                     inputs=[
                         "products",
                         f"{model}_model",
@@ -73,13 +74,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 compare_models,
-                inputs=[
-                    "baseline_evaluation",
-                    "fine_tuned_evaluation",
-                    "search_mode_metrics",
-                    "evaluation_set",
-                    "params:evaluation",
-                ],
+                inputs={
+                    "baseline_evaluation": "baseline_evaluation",
+                    "fine_tuned_evaluation": "fine_tuned_evaluation",
+                    "search_mode_metrics": "search_mode_metrics",
+                    "evaluation_set": "evaluation_set",
+                    "params": "params:evaluation",
+                    "promotion": "params:promotion",
+                },
                 outputs=["metrics", "per_query_ndcg"],
                 name="compare_models_node",
             ),

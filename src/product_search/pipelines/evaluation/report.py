@@ -11,9 +11,6 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-# A gain is called significant below this Wilcoxon p-value when its 95% CI also
-# excludes zero.
-ALPHA = 0.05
 LABELS = {"ndcg": "NDCG", "mrr": "MRR", "accuracy": "Accuracy", "recall": "Recall"}
 LOSS_NAMES = {
     "mnrl": "MultipleNegativesRankingLoss",
@@ -79,13 +76,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
-def is_significant(significance: dict[str, Any]) -> bool:
-    """Wilcoxon p below ALPHA and a 95% CI of the mean gain that excludes 0."""
-    p = significance["wilcoxon_p_value"]
-    excludes_zero = significance["ci95_low"] > 0 or significance["ci95_high"] < 0
-    return p is not None and p < ALPHA and excludes_zero
-
-
 def _significance_sentence(significance: dict[str, Any]) -> str:
     if not significance["improved"] and not significance["worsened"]:
         return "No query's score changed, so there is no difference to test."
@@ -99,10 +89,11 @@ def _significance_sentence(significance: dict[str, Any]) -> str:
     )
     if significance["wilcoxon_p_value"] is None:
         return f"Its significance could not be tested ({tests}; {ci})."
-    if is_significant(significance):
+    if significance["significant"]:
         return f"The change is statistically significant ({tests}; {ci})."
     return (
-        f"The change is not statistically significant at the {ALPHA:.0%} level "
+        f"The change is not statistically significant at the "
+        f"{significance['alpha']:.0%} level "
         f"({tests}; {ci}): treat it as no measurable difference."
     )
 
@@ -209,6 +200,24 @@ def _methodology(
         queries_line += f"; by type: {by_type}"
     if kept_queries is not None:
         queries_line += f"; {kept_queries:,} kept after filtering"
+    sources = data_quality.get("query_sources") or {}
+    by_source = sources.get("sources") or {}
+    if by_source.get("log", {}).get("pairs"):
+        log = data_quality.get("search_logs", {})
+        queries_line += (
+            f". From the shop's search log: {by_source['log']['queries']:,} queries "
+            f"in {by_source['log']['pairs']:,} positive pairs and "
+            f"{sources.get('hard_negatives', 0):,} hard negatives "
+            f"({log.get('input_rows', 0):,} log rows; dropped: "
+            f"{ {k: v for k, v in log.get('dropped', {}).items() if v} or 'none' })"
+        )
+    removed = {k: v for k, v in sources.get("removed_as_judged", {}).items() if v}
+    if sources.get("judged_queries"):
+        queries_line += (
+            f". Leakage guard: training queries equal to one of the "
+            f"{sources['judged_queries']:,} judged queries removed: "
+            f"{removed or 'none'}"
+        )
     return [
         "## Methodology",
         "",
@@ -252,6 +261,13 @@ def _training(history: dict[str, Any]) -> list[str]:
         ("Warmup ratio", params.get("warmup_ratio", "n/a")),
         ("Max sequence length", params.get("max_seq_length", "n/a")),
         ("Training pairs", history.get("train_pairs", "n/a")),
+        *(
+            (f"Pairs from {source}", count)
+            for source, count in (
+                history.get("pairs", {}).get("by_source") or {}
+            ).items()
+        ),
+        ("Triplets with a logged negative", history.get("triplets", 0)),
         ("Optimizer steps", history.get("steps", "n/a")),
         ("Device", history.get("device", "n/a")),
     ]
@@ -322,7 +338,7 @@ def _findings(metrics: dict[str, Any]) -> list[str]:
             f"{_share(changes[widest]['fine_tuned'])} of queries "
             f"(baseline {_share(changes[widest]['baseline'])})."
         )
-    if change["delta"] < 0 and is_significant(sig):
+    if change["delta"] < 0 and sig["significant"]:
         findings.append(
             "The fine-tuned model ranks the right products worse than the base "
             "model: keep the base model in production."
@@ -344,14 +360,14 @@ def _findings(metrics: dict[str, Any]) -> list[str]:
             f"{_change_sentence(metric_label(headline), real_change)}. "
             + _significance_sentence(real["significance"])
         )
-        if is_significant(sig) and change["delta"] > 0:
-            if real_change["delta"] < 0 and is_significant(real["significance"]):
+        if sig["significant"] and change["delta"] > 0:
+            if real_change["delta"] < 0 and real["significance"]["significant"]:
                 findings.append(
                     "The gain on synthetic queries does not carry over: real shopper "
                     "queries got worse. Do not deploy this model on the synthetic "
                     "figures alone."
                 )
-            elif not is_significant(real["significance"]):
+            elif not real["significance"]["significant"]:
                 findings.append(
                     "The gain on synthetic queries is not confirmed on real shopper "
                     "queries: the synthetic figures likely overstate what shoppers "
@@ -508,6 +524,27 @@ def _real_queries(metrics: dict[str, Any]) -> list[str]:
     ]
 
 
+def _deployment(metrics: dict[str, Any]) -> list[str]:
+    verdict = metrics.get("promotion")
+    if not verdict:
+        return []
+    outcome = (
+        f"`{verdict['candidate_model']}` passes the promotion gate: the deployment "
+        "pipeline will serve it."
+        if verdict["promote"]
+        else f"`{verdict['candidate_model']}` does not pass the promotion gate: the "
+        f"deployment pipeline keeps `{verdict['serving_model']}` serving (set "
+        "`promotion.force: true` to deploy it anyway)."
+    )
+    return [
+        "## Deployment",
+        "",
+        f"{outcome} {verdict['reason']} A later run compares its candidate with "
+        "the model that serves by then.",
+        "",
+    ]
+
+
 def _limitations(
     metrics: dict[str, Any], generated_queries: pd.DataFrame, split: dict[str, Any]
 ) -> list[str]:
@@ -573,6 +610,7 @@ def render_report(
         *_results(metrics),
         *_search_modes(metrics),
         *_findings(metrics),
+        *_deployment(metrics),
         *_examples(examples, int(params["top_k_examples"])),
         *_real_queries(metrics),
         *_limitations(metrics, generated_queries, split),

@@ -1,5 +1,6 @@
 """Nodes of the training pipeline: fine-tune the base model on (query, product)
-pairs with in-batch negatives."""
+pairs with in-batch negatives, and on (query, product, logged negative)
+triplets where the search log has them."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import tempfile
 import time
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 from sentence_transformers import (
     SentenceTransformer,
     SentenceTransformerTrainer,
@@ -73,7 +75,46 @@ def training_pairs(
     if pairs.empty:
         raise ValueError(f"No usable training pair is left: {report}.")
     report["used_pairs"] = len(pairs)
+    if "source" in pairs:
+        report["by_source"] = {
+            str(source): int(count)
+            for source, count in pairs["source"].value_counts().sort_index().items()
+        }
     return pairs.reset_index(drop=True), report
+
+
+def training_datasets(
+    pairs: pd.DataFrame, negatives: pd.DataFrame, texts: pd.Series
+) -> dict[str, Dataset]:
+    """``pairs`` (anchor, positive) and, for the pairs whose query has a logged
+    negative, ``triplets`` (anchor, positive, negative). A query's negatives
+    are dealt out in turn over its positives."""
+    negatives = negatives.assign(text=negatives["product_id"].map(texts)).dropna(
+        subset=["text"]
+    )
+    by_query = negatives.groupby("query_id")["text"].agg(list)
+    turn = pairs.groupby("query_id").cumcount()
+    negative = [
+        by_query[qid][i % len(by_query[qid])] if qid in by_query.index else None
+        for qid, i in zip(pairs["query_id"], turn, strict=True)
+    ]
+    has_negative = np.array([n is not None for n in negative], dtype=bool)
+    datasets = {}
+    plain = pairs[~has_negative]
+    if len(plain):
+        datasets["pairs"] = Dataset.from_dict(
+            {"anchor": plain["query"].tolist(), "positive": plain["text"].tolist()}
+        )
+    if has_negative.any():
+        with_negative = pairs[has_negative]
+        datasets["triplets"] = Dataset.from_dict(
+            {
+                "anchor": with_negative["query"].tolist(),
+                "positive": with_negative["text"].tolist(),
+                "negative": [n for n in negative if n is not None],
+            }
+        )
+    return datasets
 
 
 def _count_truncated(model: SentenceTransformer, texts: list[str]) -> int:
@@ -133,12 +174,14 @@ class _LossLogger(TrainerCallback):
 
 def train_model(
     train_pairs: pd.DataFrame,
+    train_negatives: pd.DataFrame,
     products: pd.DataFrame,
     base_model: SentenceTransformer,
     params: dict[str, Any],
 ) -> tuple[SentenceTransformer, dict[str, Any]]:
     """Fine-tune a copy of ``base_model`` on (query, product text) pairs with
-    MultipleNegativesRankingLoss; return it and the training history."""
+    MultipleNegativesRankingLoss, a pair whose query has a logged negative as a
+    (query, product, negative) triplet; return it and the training history."""
     pairs, pair_report = training_pairs(train_pairs, products, params.get("max_pairs"))
     device = choose_device(params.get("device", "auto"))
     model = copy.deepcopy(base_model).to(device)
@@ -154,14 +197,21 @@ def train_model(
             model.max_seq_length,
         )
 
-    dataset = Dataset.from_dict(
-        {"anchor": pairs["query"].tolist(), "positive": pairs["text"].tolist()}
+    texts = products.set_index("product_id")["text"]
+    negatives = (
+        train_negatives if params.get("logged_negatives") else train_negatives[:0]
     )
+    datasets = training_datasets(pairs, negatives, texts)
     hard_negatives = params.get("hard_negatives") or {}
-    if hard_negatives.get("enabled"):
-        dataset = _with_hard_negatives(
-            dataset, base_model, products["text"].tolist(), hard_negatives
+    if hard_negatives.get("enabled") and "pairs" in datasets:
+        datasets["pairs"] = _with_hard_negatives(
+            datasets["pairs"], base_model, products["text"].tolist(), hard_negatives
         )
+    # One dataset trains as before; several take turns batch by batch, so
+    # that every batch has the same columns.
+    dataset = (
+        datasets["pairs"] if list(datasets) == ["pairs"] else DatasetDict(datasets)
+    )
     loss = _build_loss(model, params)
 
     with tempfile.TemporaryDirectory(prefix="product-search-training-") as output_dir:
@@ -203,9 +253,10 @@ def train_model(
         "loss_by_step": losses_by_step,
         "steps": trainer.state.global_step,
         "epochs": params["epochs"],
-        "train_pairs": len(dataset),
+        "train_pairs": len(pairs),
+        "triplets": len(datasets.get("triplets", [])),
         "pairs": pair_report,
-        "pairs_per_s": len(dataset) * float(params["epochs"]) / wall_time,
+        "pairs_per_s": len(pairs) * float(params["epochs"]) / wall_time,
         "wall_time_s": wall_time,
         "train_loss": result.training_loss,
         "device": device,
@@ -214,7 +265,7 @@ def train_model(
     }
     logger.info(
         "Fine-tuned on %d pairs in %.1f s (%.1f pairs/s) on %s; final loss %.4f",
-        len(dataset), wall_time, history["pairs_per_s"], device,
+        len(pairs), wall_time, history["pairs_per_s"], device,
         losses_by_step[-1]["loss"] if losses_by_step else float("nan"),
     )  # fmt: skip
     model.model_card_data.model_id = None

@@ -11,7 +11,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 train_model,
-                inputs=["train_pairs", "products", "base_model", "params:training"],
+                inputs=[
+                    "train_pairs",
+                    "train_negatives",
+                    "products",
+                    "base_model",
+                    "params:training",
+                ],
                 outputs=["fine_tuned_model", "training_history"],
                 name="train_model_node",
             )

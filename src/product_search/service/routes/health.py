@@ -1,11 +1,15 @@
 """GET /health: the served model and the table's version."""
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from product_search.search.table import DatabaseUnavailableError, SearchError
 from product_search.service.deps import EncoderDep, TableDep
-from product_search.service.schemas import HealthResponse, TableVersion
+from product_search.service.schemas import (
+    HealthResponse,
+    PromotionDecision,
+    TableVersion,
+)
 
 router = APIRouter(tags=["health"])
 
@@ -17,10 +21,16 @@ router = APIRouter(tags=["health"])
     },
 )
 async def health(
-    encoder: EncoderDep, table: TableDep, response: Response
+    encoder: EncoderDep, table: TableDep, request: Request, response: Response
 ) -> HealthResponse:
-    """Model, table version and row count, and whether the database answers."""
-    served = {"model": encoder.model_id, "dimension": encoder.dimension}
+    """Model, table version and row count, whether the database answers, and
+    the promotion gate's last decision."""
+    decision = await run_in_threadpool(request.app.state.promotion)
+    served = {
+        "model": encoder.model_id,
+        "dimension": encoder.dimension,
+        "promotion": PromotionDecision.model_validate(decision) if decision else None,
+    }
     try:
         info = await run_in_threadpool(table.info)
     except DatabaseUnavailableError as exc:
