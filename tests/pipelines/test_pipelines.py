@@ -51,9 +51,19 @@ def test_data_generation_then_training_on_an_in_memory_catalog(
         "max_seq_length": 32,
     }
     raw = tiny_products.drop(columns="text")
+    search_log = pd.DataFrame(
+        [("pan for steak", "p1", 5), ("pan for steak", "p4", 0), ("dog toy", "p5", 6),
+         ("Earbuds", "p6", 6), ("ghost", "p99", 6)],
+        columns=["query", "product_id", "relevance"],
+    )  # fmt: skip
     catalog = DataCatalog(
         {
             "raw_products": MemoryDataset(raw),
+            "search_logs": MemoryDataset(search_log),
+            # The one judged query is also in the log: it must not train.
+            "judged_queries": MemoryDataset(
+                pd.DataFrame({"query_id": ["j1"], "query": ["earbuds!"]})
+            ),
             "query_cache": MemoryDataset(AnswerCache(tmp_path), copy_mode="assign"),
             "base_model": MemoryDataset(base_model, copy_mode="assign"),
             "params:data_generation": MemoryDataset(generation),
@@ -72,10 +82,19 @@ def test_data_generation_then_training_on_an_in_memory_catalog(
     history = catalog.load("training_history")
     assert products["product_id"].tolist() == raw["product_id"].tolist()
     assert quality["queries"]["input_queries"] == 24
-    assert len(train) + len(test) == quality["queries"]["kept_queries"]
-    assert len(test) == round(0.2 * quality["queries"]["kept_queries"])
+    kept = quality["queries"]["kept_queries"]
+    assert train["source"].value_counts().to_dict() == {
+        "generated": kept - len(test), "log": 2,
+    }  # fmt: skip
+    assert len(test) == round(0.2 * kept)
     assert set(train["query_id"]).isdisjoint(test["query_id"])
+    assert quality["search_logs"]["dropped"]["unknown_product"] == 1
+    assert quality["query_sources"]["removed_as_judged"] == {
+        "generated": 0, "log": 1, "negatives": 0,
+    }  # fmt: skip
+    assert "earbuds" not in set(train["query"])
     assert history["train_pairs"] == len(train)
+    assert history["triplets"] == 1  # pan for steak, with p4 as its negative
     assert catalog.load("fine_tuned_model").encode(["x"]).shape == (1, 384)
 
 

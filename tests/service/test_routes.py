@@ -7,8 +7,10 @@ import dataclasses
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 from product_search.search.table import SearchOptions
+from product_search.service.main import create_app
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -217,8 +219,26 @@ def test_health_shows_model_and_table_version(client, deployed_table):
         "dimension": 384,
         "database": True,
         "model_matches_table": True,
+        "promotion": None,
         "detail": None,
     }
+
+
+def test_health_shows_the_promotion_gates_last_decision(encoder, deployed_table):
+    decision = {
+        "deploy": False, "promote": False, "forced": False,
+        "reason": "The candidate model is significantly worse than the serving one.",
+        "serving_model": MODEL, "candidate_model": "data/06_models/m@v2",
+        "metric": "ndcg@10", "queries": "real queries",
+        "decided_at": "2026-11-27T06:00:00+00:00", "comparison": {"alpha": 0.05},
+    }  # fmt: skip
+    app = create_app(encoder, deployed_table, promotion=lambda: decision)
+    with TestClient(app) as client:
+        body = client.get("/health").json()
+    assert body["promotion"] == {
+        key: value for key, value in decision.items() if key != "comparison"
+    }
+    assert body["model"] == MODEL
 
 
 def test_health_without_a_table(make_client, make_table):

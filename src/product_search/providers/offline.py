@@ -1,9 +1,11 @@
 """An offline query generator: no network, no model, same output every run.
 
 It writes queries from the product's own fields, in the four styles a shopper
-uses, so that the whole project runs without an API key. The queries are
-simpler than Claude's (they reuse the catalog's words), which makes the task
-easier than real search; use them to exercise the pipeline, and Claude or real
+uses, so that the whole project runs without an API key. Queries look like the
+ones in real search logs: a few words around the product's head noun ("impact
+wrench", not the title's tail "tool only"), sizes as shoppers type them, and
+now and then a typo or two words run together. They are still simpler than
+Claude's or real ones; use them to exercise the pipeline, and Claude or real
 queries to judge a model.
 """
 
@@ -19,7 +21,7 @@ from product_search.providers import PROVIDER_COLUMNS
 
 QUERY_TYPES = ("specific", "general", "need_based", "attribute_focused")
 PROVIDER = "offline"
-MODEL = "offline-templates-v1"
+MODEL = "offline-templates-v2"
 
 MATERIALS = (
     "stainless steel", "cast iron", "carbon steel", "aluminium", "aluminum",
@@ -79,6 +81,18 @@ GENERAL_TEMPLATES = ["{noun}", "{noun}s", "{category} {noun}", "cheap {noun}",
 STOPWORDS = {"the", "a", "an", "and", "for", "with", "of", "in", "to", "by", "&",
              "set", "new", "pack", "inch", "pcs", "piece"}  # fmt: skip
 WORD = re.compile(r"[a-z0-9][a-z0-9'\-]*")
+# What is not the product itself: "(Tool Only)", "... with Steam", "... in Chrome".
+ASIDE = re.compile(r"\([^)]*\)|\[[^\]]*\]")
+CLAUSE_END = re.compile(
+    r"[,;|–]|\s-\s|\s(?:with|for|in|by|featuring|includes?)\s(?=[a-z])", re.IGNORECASE
+)
+# Sizes and counts as catalogs write them: 1/2 in., 2-1/2 in., 1.9 cu. ft., 18-Volt.
+MEASURE = re.compile(
+    r"\b\d+(?:[-/.]\d+)*(?:/\d+)?\s?-?\s?(?:cu\.?\s?ft|sq\.?\s?ft|in|ft|oz|ml|gal|lbs?|"
+    r"qt|mm|cm|kg|volt|v|watt|w|amp|a|pack|pk|piece|pc|count|ct|gauge|ga)?\b\.?",
+    re.IGNORECASE,
+)
+TYPO_RATE = 0.15
 
 
 def _words(text: str) -> list[str]:
@@ -87,9 +101,9 @@ def _words(text: str) -> list[str]:
 
 def _head_noun(title: str, brand: str) -> str:
     """The thing a product is, in two or three words: the end of the title's
-    first clause, without the brand, sizes or numbers."""
-    first_clause = re.split(r"[,(|\-–]\s", title, maxsplit=1)[0]
-    first_clause = SIZE_PATTERN.sub(" ", first_clause)
+    first clause (before "with", "in", "for", a comma or an aside in
+    brackets), without the brand, sizes or numbers."""
+    first_clause = CLAUSE_END.split(MEASURE.sub(" ", ASIDE.sub(" ", title)), 1)[0]
     brand_words = set(_words(brand))
     words = [
         w
@@ -97,6 +111,31 @@ def _head_noun(title: str, brand: str) -> str:
         if w not in brand_words and w not in STOPWORDS and not w[0].isdigit()
     ]
     return " ".join(words[-3:]) if words else " ".join(_words(title)[:3])
+
+
+def _shopper_noise(query: str, rng: random.Random) -> str:
+    """Now and then a typo as shoppers make them: a letter dropped, doubled or
+    swapped in a long word, or two words run together."""
+    if rng.random() >= TYPO_RATE:
+        return query
+    words = query.split()
+    long_words = [i for i, w in enumerate(words) if len(w) >= 5 and w.isalpha()]
+    if len(words) > 1 and (not long_words or rng.random() < 0.25):
+        i = rng.randrange(len(words) - 1)
+        return " ".join([*words[:i], words[i] + words[i + 1], *words[i + 2 :]])
+    if not long_words:
+        return query
+    i = rng.choice(long_words)
+    word, j = words[i], rng.randrange(1, len(words[i]) - 1)
+    edit = rng.choice(("drop", "double", "swap"))
+    if edit == "drop":
+        word = word[:j] + word[j + 1 :]
+    elif edit == "double":
+        word = word[:j] + word[j] + word[j:]
+    else:
+        word = word[: j - 1] + word[j] + word[j - 1] + word[j + 1 :]
+    words[i] = word
+    return " ".join(words)
 
 
 def _found(text: str, vocabulary: tuple[str, ...]) -> list[str]:
@@ -167,5 +206,6 @@ def generate_offline(
         for i in range(queries_per_product):
             query_type = query_types[i % len(query_types)]
             text = re.sub(r"\s+", " ", _query(product, query_type, rng)).strip()
+            text = _shopper_noise(text, rng)
             rows.append((product_id, text, query_type, PROVIDER, MODEL))
     return pd.DataFrame(rows, columns=PROVIDER_COLUMNS)
