@@ -23,7 +23,8 @@ nodes then:
 Writes bench/results/home_depot.{json,md}.
 
     .venv/bin/python bench/home_depot.py [--device cpu|cuda] [--limit N]
-        [--sources offline,log,both] [--train-products N] [--save-models DIR]
+        [--sources offline,log,both] [--train-products N] [--models DIR]
+        [--positive-min R]
 
 On 2 CPU cores the three trainings take about 40 minutes; --train-products N
 trains the offline source on N judged products (state it with the figures).
@@ -33,6 +34,7 @@ query: a smoke run, not comparable with the protocol's figures.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -55,6 +57,7 @@ from common import (
     training_summary,
     write_results,
 )
+from sentence_transformers import SentenceTransformer
 
 from product_search import metrics as m
 from product_search.datasets import PgVectorTableDataset
@@ -117,11 +120,11 @@ def training_products(
 
 
 def training_sets(
-    data: dict[str, pd.DataFrame], products: pd.DataFrame, cap: int | None
-) -> tuple[dict[str, tuple[pd.DataFrame, pd.DataFrame]], pd.DataFrame, dict]:
+    data: dict[str, pd.DataFrame], products: pd.DataFrame, params: dict,
+    cap: int | None,
+) -> tuple[dict[str, tuple[pd.DataFrame, pd.DataFrame]], pd.DataFrame, dict]:  # fmt: skip
     """(pairs, logged negatives) of every source, the held-out generated
     queries, and the data reports."""
-    params = load_params("data_generation") | {"provider": "offline"}
     judged_products = training_products(products, data["qrels"], cap)
     _, generated, query_report = generate_queries(judged_products, params)
     positives, negatives, log_report = generation.prepare_search_logs(
@@ -147,6 +150,34 @@ def training_sets(
         "query_sources": source_report,
     }
     return sets, test, reports
+
+
+def trained_model(
+    source: str,
+    data: tuple[pd.DataFrame, pd.DataFrame],
+    *,
+    products: pd.DataFrame,
+    base_model: SentenceTransformer,
+    training: dict,
+    keep: Path | None,
+) -> tuple[SentenceTransformer, dict]:
+    """The model fine-tuned on ``source`` and its history, from ``keep`` when
+    an earlier run left them there (same data and recipe), else trained."""
+    folder = keep / source if keep else None
+    if folder and (folder / "history.json").exists():
+        history = json.loads((folder / "history.json").read_text())
+        same_recipe = history["parameters"] == json.loads(json.dumps(training))
+        if same_recipe and history["train_pairs"] == len(data[0]):
+            print(f"Reusing the model trained on {SOURCES[source]} in {folder}")
+            device = training["device"]
+            return SentenceTransformer(str(folder), device=device), history
+    pairs, negatives = data
+    print(f"Training on {SOURCES[source]}: {len(pairs):,} pairs")
+    model, history = train_model(pairs, negatives, products, base_model, training)
+    if folder:
+        model.save(str(folder))
+        (folder / "history.json").write_text(json.dumps(history))
+    return model, history
 
 
 def build_table(url: str, name: str, products: pd.DataFrame, model) -> Any:
@@ -248,7 +279,18 @@ def main() -> None:  # noqa: PLR0915
         help="cap on the judged products that get offline training queries",
     )  # fmt: skip
     parser.add_argument("--sources", default="offline,log,both")
-    parser.add_argument("--save-models", type=Path, default=None)
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="keep each trained model (and its history) in DIR/<source>; a "
+        "later run with the same DIR reuses them instead of training again",
+    )
+    parser.add_argument(
+        "--positive-min", type=float, default=None,
+        help="search-log relevance that makes a training pair (default: the "
+        "project's data_generation.search_logs.positive_min)",
+    )  # fmt: skip
     args = parser.parse_args()
     sources = args.sources.split(",")
     started = time.perf_counter()
@@ -260,8 +302,10 @@ def main() -> None:  # noqa: PLR0915
     if args.limit:
         data = limit_to(args.limit, data)
     params = load_params("data_generation") | {"provider": "offline"}
+    if args.positive_min is not None:
+        params["search_logs"]["positive_min"] = args.positive_min
     products, _ = generation.prepare_products(data["products"], params)
-    sets, test, reports = training_sets(data, products, args.train_products)
+    sets, test, reports = training_sets(data, products, params, args.train_products)
 
     eval_params = load_params("evaluation")
     promotion = load_params("deployment", section="promotion")
@@ -288,15 +332,12 @@ def main() -> None:  # noqa: PLR0915
         training = load_params("training") | {"device": device}
         models: dict[str, Any] = {}
         for source in sources:
-            pairs, negatives = sets[source]
-            print(f"Training on {SOURCES[source]}: {len(pairs):,} pairs")
-            model, history = train_model(
-                pairs, negatives, products, base_model, training
-            )
+            model, history = trained_model(
+                source, sets[source], products=products, base_model=base_model,
+                training=training, keep=args.models,
+            )  # fmt: skip
             model.model_card_data.model_id = f"all-MiniLM-L6-v2 fine-tuned ({source})"
             timings[f"training, {source}"] = history["wall_time_s"]
-            if args.save_models:
-                model.save(str(args.save_models / source))
             step = time.perf_counter()
             tuned = evaluation.evaluate_model(
                 model.to(device), evaluation_set, eval_params
@@ -337,6 +378,8 @@ def main() -> None:  # noqa: PLR0915
         "limit": args.limit,
         "train_products_cap": args.train_products,
         "environment": environment(device),
+        "log_positive_min": params["search_logs"]["positive_min"],
+        "log_negative_max": params["search_logs"]["negative_max"],
         "recipe": (
             f"{training['epochs']} epoch(s), batch {training['batch_size']}, "
             f"lr {training['learning_rate']}, warmup {training['warmup_ratio']}, "

@@ -2,7 +2,8 @@
 
 1,000 real Amazon products (shared/data/amazon-product-2020-sample1k), shopper
 queries from the project's offline generator, an 80/20 split with seed 42, the
-reference fine-tuning recipe (conf/base/parameters_training.yml), then base vs
+reference fine-tuning recipe (3 epochs at 2e-5; the rest as in
+conf/base/parameters_training.yml), then base vs
 fine-tuned metrics on the held-out queries. Run twice: split by query (the
 reference system's way: test products were seen in training with other
 queries) and split by product (test products never seen). Every step is the
@@ -22,6 +23,7 @@ from common import (
     AMAZON,
     AMAZON_COLUMNS,
     NO_NEGATIVES,
+    REFERENCE_RECIPE,
     environment,
     evaluate,
     fmt_change,
@@ -57,7 +59,7 @@ def run_split(
         "split": generation_params["split"] | {"split_by": split_by}
     }
     train, test = generation.split_queries(queries, params)
-    training = load_params("training") | {"device": device}
+    training = load_params("training") | REFERENCE_RECIPE | {"device": device}
     print(f"[{split_by}] training on {len(train)} pairs, testing {len(test)} queries")
     fine_tuned, history = train_model(
         train, NO_NEGATIVES, products, base_model, training
@@ -158,7 +160,7 @@ def main() -> None:
         )
         for split_by in SPLITS
     ]
-    training = load_params("training")
+    training = load_params("training") | REFERENCE_RECIPE
     payload = {
         "benchmark": NAME,
         "limit": args.limit,

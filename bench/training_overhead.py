@@ -28,6 +28,7 @@ from common import (
     AMAZON,
     AMAZON_COLUMNS,
     NO_NEGATIVES,
+    REFERENCE_RECIPE,
     ROOT,
     generate_queries,
     load_params,
@@ -100,7 +101,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     device = choose_device(args.device)
-    params = load_params("training") | {"device": device, "bf16": args.bf16}
+    params = load_params("training") | REFERENCE_RECIPE
+    params |= {"device": device, "bf16": args.bf16}
     if args.batch_size:
         params["batch_size"] = args.batch_size
     products, train = amazon_pairs(args.products)

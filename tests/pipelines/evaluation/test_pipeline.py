@@ -71,6 +71,9 @@ def inputs(
         "generated_queries": MemoryDataset(generated_queries),
         "data_quality": MemoryDataset(data_quality),
         "params:evaluation": MemoryDataset(evaluation_params),
+        "params:promotion": MemoryDataset(
+            {"metric": "ndcg@10", "p_value": 0.05, "min_gain": None}
+        ),
         "params:deployment": MemoryDataset(
             {"batch_size": 8, "display_columns": ["title"]}
         ),
@@ -127,6 +130,10 @@ def test_same_model_twice_shows_no_change(without_judgments, test_queries):
     assert metrics["metrics"]["recall@10"]["baseline"] == 1.0
     assert metrics["metrics"]["accuracy@10"]["baseline"] == 1.0
     assert "real_queries" not in metrics
+    verdict = metrics["promotion"]
+    assert (verdict["queries"], verdict["direction"], verdict["promote"]) == (
+        "held-out test queries", "unchanged", True,
+    )  # fmt: skip
     modes = metrics["search_modes"]
     assert (modes["metrics"], modes["k"]) == (["ndcg@10", "mrr@10", "recall@10"], 10)
     assert list(modes["test_queries"]) == [
@@ -156,6 +163,8 @@ def test_same_model_twice_shows_no_change(without_judgments, test_queries):
         "ci95_high": 0.0,
         "bootstrap_samples": 200,
         "seed": 42,
+        "alpha": 0.05,
+        "significant": False,
     }
     assert list(per_query.columns) == [
         "query_id", "query", "product_id", "ndcg@10_baseline", "ndcg@10_fine_tuned",
