@@ -36,6 +36,13 @@ def test_our_clear_errors_are_recognised_even_when_wrapped():
     assert raised_on_purpose(_caught(wrapped))
 
 
+def test_a_refused_promotion_is_a_clear_error():
+    from product_search.pipelines.deployment.nodes import promoted_model  # noqa: PLC0415
+
+    refused = {"deploy": False, "reason": "Worse.", "serving_model": "base"}
+    assert raised_on_purpose(_caught(lambda: promoted_model(None, refused)))
+
+
 def test_other_errors_keep_their_traceback():
     assert not raised_on_purpose(_caught(lambda: int("not a number")))
     assert not raised_on_purpose(_caught(lambda: 1 / 0))

@@ -288,19 +288,14 @@ def evaluate_model(
     }
 
 
-def _paired(
-    baseline: dict[str, float],
-    fine_tuned: dict[str, float],
-    params: dict[str, Any],
-    promotion: dict[str, Any],
-) -> dict[str, Any]:
-    return m.paired_comparison(
-        baseline,
-        fine_tuned,
-        alpha=float(promotion["p_value"]),
-        samples=int(params["bootstrap_samples"]),
-        seed=int(params["seed"]),
-    )
+def _statistics(params: dict[str, Any], promotion: dict[str, Any]) -> dict[str, Any]:
+    """How every paired comparison is tested: the gate's p-value, the
+    evaluation's bootstrap."""
+    return {
+        "alpha": float(promotion["p_value"]),
+        "samples": int(params["bootstrap_samples"]),
+        "seed": int(params["seed"]),
+    }
 
 
 def promotion_verdict(
@@ -317,15 +312,13 @@ def promotion_verdict(
     if real:
         per_query = baseline_evaluation["real_queries"]["per_query"]
         candidate = candidate_evaluation["real_queries"]["per_query"]
-        available = list(per_query)
     else:
         per_query = {params["primary_metric"]: baseline_evaluation["per_query_ndcg"]}
         candidate = {params["primary_metric"]: candidate_evaluation["per_query_ndcg"]}
-        available = list(per_query)
     if metric not in per_query:
         raise ValueError(
             f"promotion.metric '{metric}' is not measured per query on the "
-            f"{'real' if real else 'test'} queries; use one of {available} "
+            f"{'real' if real else 'test'} queries; use one of {list(per_query)} "
             "(evaluation.real_query_metrics, or evaluation.primary_metric without "
             "judgments)."
         )
@@ -335,10 +328,8 @@ def promotion_verdict(
         metric=metric,
         queries="real queries" if real else "held-out test queries",
         models=(baseline_evaluation["model_id"], candidate_evaluation["model_id"]),
-        alpha=float(promotion["p_value"]),
         min_gain=promotion.get("min_gain"),
-        samples=int(params["bootstrap_samples"]),
-        seed=int(params["seed"]),
+        **_statistics(params, promotion),
     )
 
 
@@ -370,7 +361,7 @@ def compare_models(
             baseline_evaluation["metrics"], fine_tuned_evaluation["metrics"]
         ),
         "significance": {"metric": primary}
-        | _paired(base_pq, tuned_pq, params, promotion),
+        | m.paired_comparison(base_pq, tuned_pq, **_statistics(params, promotion)),
         "search_modes": search_mode_metrics,
     }
     judged = evaluation_set["judged"]
@@ -381,11 +372,10 @@ def compare_models(
         metrics["real_queries"] = judged["counts"] | {
             "metrics": m.compare(base_real["metrics"], tuned_real["metrics"]),
             "significance": {"metric": headline}
-            | _paired(
+            | m.paired_comparison(
                 base_real["per_query"][headline],
                 tuned_real["per_query"][headline],
-                params,
-                promotion,
+                **_statistics(params, promotion),
             ),
         }
     metrics["promotion"] = promotion_verdict(
