@@ -4,9 +4,11 @@ vectors, fused in one statement, measured through the database.
 1. The fixed export with the search log (shared/tools/export_home_depot.py
    --logs): 17,936 products, 1,000 test queries, and 8,078 OTHER judged queries
    that stand for a shop's search log.
-2. The fine-tuned model of bench/home_depot.py (offline queries for the judged
-   products, reference recipe); --fine-tuned DIR reuses a saved one. Its
-   held-out generated queries are the synthetic test set.
+2. A model fine-tuned on offline queries for the judged products with the
+   project's default recipe (bench/results/hybrid_search.* were measured with
+   the reference recipe and the first offline generator); --fine-tuned DIR
+   reuses a saved one. Its held-out generated queries are the synthetic test
+   set.
 3. BM25's k1 and b, then the fusion (RRF k, weights, or weighted scores), are
    chosen on the search log, never on the test queries: k1, b with the
    reference library; the fusion through the database, the best search-log
