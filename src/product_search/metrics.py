@@ -382,8 +382,8 @@ def promotion_verdict(
     p = comparison["wilcoxon_p_value"]
     figures = (
         f"{metric} {serving_value:.4f} -> {candidate_value:.4f} ({delta:+.4f}) on "
-        f"{len(baseline):,} {queries}, Wilcoxon p = "
-        + ("n/a" if p is None else "< 0.001" if p < 0.001 else f"{p:.3f}")
+        f"{len(baseline):,} {queries}, Wilcoxon p "
+        + ("n/a" if p is None else "< 0.001" if p < 0.001 else f"= {p:.3f}")
     )
     if significant and delta < 0:
         promote = False
