@@ -66,7 +66,7 @@ from product_search.pipelines.deployment.nodes import index_products
 from product_search.pipelines.evaluation import nodes as evaluation
 from product_search.pipelines.training.nodes import train_model
 from product_search.search.index import unit_vectors
-from product_search.search.table import SearchOptions
+from product_search.search.table import SearchOptions, SearchTable
 
 NAME = "home_depot"
 EXPORT = SHARED / "tools" / "export_home_depot.py"
@@ -180,13 +180,18 @@ def trained_model(
     return model, history
 
 
-def build_table(url: str, name: str, products: pd.DataFrame, model) -> Any:
+def build_table(
+    url: str, name: str, products: pd.DataFrame, model: SentenceTransformer,
+    bm25: dict | None = None,
+) -> SearchTable:  # fmt: skip
+    """A search table built by the deployment node, with the project's BM25
+    parameters unless ``bm25`` gives others."""
     dataset = PgVectorTableDataset(
         table_name=name, dimension=384, credentials={"con": url}
     )
     params = load_params("deployment") | {"batch_size": 256}
-    search = load_params("search")
-    dataset.save(index_products(products, model, params, search))
+    bm25 = bm25 or load_params("search")["bm25"]
+    dataset.save(index_products(products, model, params, {"bm25": bm25}))
     return dataset.load()
 
 

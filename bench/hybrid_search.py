@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -51,13 +49,11 @@ from common import (
     setup,
     write_results,
 )
-from home_depot import training_products
+from home_depot import build_table, export, training_products
 from sentence_transformers import SentenceTransformer
 
 from product_search import metrics as m
-from product_search.datasets import PgVectorTableDataset
 from product_search.pipelines.data_generation import nodes as generation
-from product_search.pipelines.deployment.nodes import index_products
 from product_search.pipelines.evaluation.nodes import (
     search_mode_runs,
     search_run,
@@ -68,7 +64,6 @@ from product_search.search.index import unit_vectors
 from product_search.search.table import SearchOptions, SearchTable
 
 NAME = "hybrid_search"
-EXPORT = SHARED / "tools" / "export_home_depot.py"
 TRAIN_CSV = SHARED / "data" / "home-depot-search-relevance" / "train.csv"
 SEED = 42
 METRICS = ["ndcg@10", "ndcg_burges@10", "mrr@10", "recall@10", "recall@100"]
@@ -85,15 +80,6 @@ FUSION_GRID = [
 # Hybrid may lose at most this much NDCG@10 to its better lane.
 TOLERANCE = 0.005
 LATENCY_QUERIES = 500
-
-
-def export(out_dir: Path) -> dict[str, pd.DataFrame]:
-    subprocess.run([sys.executable, str(EXPORT), str(out_dir), "--logs"], check=True)
-    read = {"dtype": str, "keep_default_na": False}
-    return {
-        name: pd.read_csv(out_dir / f"{name}.csv", **read)
-        for name in ("products", "queries", "qrels", "search_logs")
-    }
 
 
 def log_judgments(logs: pd.DataFrame, n: int) -> tuple[dict, dict]:
@@ -204,30 +190,17 @@ def choose_fusion(
     }  # fmt: skip
 
 
-def build_table(
-    url: str, name: str, products: pd.DataFrame, model: SentenceTransformer,
-    bm25: dict,
-) -> SearchTable:  # fmt: skip
-    dataset = PgVectorTableDataset(
-        table_name=name, dimension=384, credentials={"con": url}
-    )
-    params = load_params("deployment") | {"batch_size": 256}
-    dataset.save(index_products(products, model, params, {"bm25": bm25}))
-    return dataset.load()
-
-
 def compare(per_query: dict, a: str, b: str, metric: str = "ndcg@10") -> dict:
     """Paired test and bootstrap CI of mode ``b`` minus mode ``a``."""
-    qids = list(per_query[a][metric])
-    x = np.array([per_query[a][metric][q] for q in qids])
-    y = np.array([per_query[b][metric][q] for q in qids])
-    low, high = m.bootstrap_ci(y - x, samples=2000, seed=SEED)
-    sig = m.paired_significance(x, y)
+    comparison = m.paired_comparison(
+        per_query[a][metric], per_query[b][metric], alpha=0.05, samples=2000,
+        seed=SEED,
+    )  # fmt: skip
     return {
-        "delta": float((y - x).mean()),
-        "wilcoxon_p_value": sig["wilcoxon_p_value"],
-        "ci95_low": low,
-        "ci95_high": high,
+        "delta": comparison["mean_delta"],
+        "wilcoxon_p_value": comparison["wilcoxon_p_value"],
+        "ci95_low": comparison["ci95_low"],
+        "ci95_high": comparison["ci95_high"],
     }
 
 

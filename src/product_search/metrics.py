@@ -375,8 +375,8 @@ def promotion_verdict(
         baseline, candidate, alpha=alpha, samples=samples, seed=seed
     )
     serving_value = float(np.mean(list(baseline.values())))
-    candidate_value = float(np.mean([candidate[qid] for qid in baseline]))
-    delta = candidate_value - serving_value
+    delta = comparison["mean_delta"]
+    candidate_value = serving_value + delta
     significant = comparison["significant"]
     direction = "better" if delta > 0 else "worse" if delta < 0 else "unchanged"
     p = comparison["wilcoxon_p_value"]
