@@ -214,7 +214,7 @@ def main() -> None:
     queries = shopper_queries(args.queries, args.seed)
     if args.torch_threads is not None:
         torch.set_num_threads(args.torch_threads)
-    model, _ = served_model_and_table(project_catalog(PROJECT, args.env))
+    model, _, _ = served_model_and_table(project_catalog(PROJECT, args.env))
     # Measured before and after the HTTP levels: on a shared machine the
     # spread between the two shows how much the background load moved.
     before = in_process(model, queries)

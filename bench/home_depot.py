@@ -135,7 +135,7 @@ def training_sets(
     pool, negatives, source_report = generation.mix_query_sources(
         generated, positives, negatives, data["queries"], params
     )
-    train, test = generation.split_queries(pool, params)
+    train, _, test = generation.split_queries(pool, params)
     offline = train[train["source"] == "generated"]
     logged = train[train["source"] == "log"]
     sets = {

@@ -207,7 +207,9 @@ def compare(per_query: dict, a: str, b: str, metric: str = "ndcg@10") -> dict:
 def evaluate(
     tables: dict, models: dict, queries: dict, qrels: dict, options: SearchOptions
 ) -> dict:
-    runs = search_mode_runs(tables, models, queries, k=K, options=options)
+    runs = search_mode_runs(
+        tables, models, queries, k=K, options=dict.fromkeys(tables, options)
+    )
     result = {mode: mean_metrics(qrels, run, METRICS) for mode, run in runs.items()}
     per_query = {mode: r.pop("per_query") for mode, r in result.items()}
     comparisons = {}
@@ -264,7 +266,7 @@ def fine_tuned_model(
 ) -> tuple[SentenceTransformer, pd.DataFrame]:  # fmt: skip
     """The fine-tuned model of bench/home_depot.py and its held-out queries."""
     _, queries, _ = generate_queries(training_products(products, qrels, None), params)
-    train, test = generation.split_queries(queries, params)
+    train, _, test = generation.split_queries(queries, params)
     if args.fine_tuned:
         model = SentenceTransformer(str(args.fine_tuned), device=device)
     else:

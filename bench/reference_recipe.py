@@ -55,10 +55,11 @@ def run_split(
     device: str,
 ) -> dict:
     """Split, fine-tune and evaluate once."""
+    # The reference's 80/20 split: no validation queries (nothing is tuned).
     params = generation_params | {
-        "split": generation_params["split"] | {"split_by": split_by}
+        "split": generation_params["split"] | {"split_by": split_by, "validation": {}}
     }
-    train, test = generation.split_queries(queries, params)
+    train, _, test = generation.split_queries(queries, params)
     training = load_params("training") | REFERENCE_RECIPE | {"device": device}
     print(f"[{split_by}] training on {len(train)} pairs, testing {len(test)} queries")
     fine_tuned, history = train_model(

@@ -50,10 +50,11 @@ def amazon_pairs(n_products: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     params = load_params("data_generation") | {"provider": "offline",
                                                "columns": AMAZON_COLUMNS,
                                                "max_products": n_products}  # fmt: skip
+    params["split"] = params["split"] | {"validation": {}}  # the reference's 80/20
     raw = pd.read_csv(AMAZON, dtype=str, keep_default_na=False)
     products, _ = generation.prepare_products(raw, params)
     _, queries, _ = generate_queries(products, params)
-    train, _ = generation.split_queries(queries, params)
+    train, _, _ = generation.split_queries(queries, params)
     return products, train
 
 

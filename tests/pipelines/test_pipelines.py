@@ -70,7 +70,12 @@ def test_data_generation_then_training_on_an_in_memory_catalog(
             "params:training": MemoryDataset(training),
             **{
                 name: KeptDataset(copy_mode="assign")
-                for name in ("products", "train_pairs", "test_queries")
+                for name in (
+                    "products",
+                    "train_pairs",
+                    "validation_queries",
+                    "test_queries",
+                )
             },
         }
     )
@@ -78,16 +83,20 @@ def test_data_generation_then_training_on_an_in_memory_catalog(
 
     products = catalog.load("products")
     train, test = catalog.load("train_pairs"), catalog.load("test_queries")
+    validation = catalog.load("validation_queries")
     quality = catalog.load("data_quality")
     history = catalog.load("training_history")
     assert products["product_id"].tolist() == raw["product_id"].tolist()
     assert quality["queries"]["input_queries"] == 24
     kept = quality["queries"]["kept_queries"]
-    assert train["source"].value_counts().to_dict() == {
-        "generated": kept - len(test), "log": 2,
-    }  # fmt: skip
     assert len(test) == round(0.2 * kept)
+    assert len(validation) == round(0.1 * (kept - len(test)))
+    assert set(validation["source"]) == {"generated"}  # 5% of 2 logged: none
+    assert train["source"].value_counts().to_dict() == {
+        "generated": kept - len(test) - len(validation), "log": 2,
+    }  # fmt: skip
     assert set(train["query_id"]).isdisjoint(test["query_id"])
+    assert set(train["query_id"]).isdisjoint(validation["query_id"])
     assert quality["search_logs"]["dropped"]["unknown_product"] == 1
     assert quality["query_sources"]["removed_as_judged"] == {
         "generated": 0, "log": 1, "negatives": 0,

@@ -211,6 +211,7 @@ def test_health_shows_model_and_table_version(client, deployed_table):
             "analyzer": "product-text-v1",
             "bm25_k1": 1.2,
             "bm25_b": 0.75,
+            "search_options": SearchOptions().model_dump(),
         }.items()
     )
     assert body == {
@@ -219,6 +220,7 @@ def test_health_shows_model_and_table_version(client, deployed_table):
         "dimension": 384,
         "database": True,
         "model_matches_table": True,
+        "search_options": SearchOptions().model_dump(),
         "promotion": None,
         "detail": None,
     }

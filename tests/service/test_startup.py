@@ -58,7 +58,7 @@ def test_project_without_a_fine_tuned_model_serves_the_base_model(
     records = Records()
     logging.getLogger("product_search.service.project").addHandler(records)
     try:
-        model, table = served_model_and_table(catalog)
+        model, table, info = served_model_and_table(catalog)
     finally:
         logging.getLogger("product_search.service.project").removeHandler(records)
 
@@ -66,11 +66,16 @@ def test_project_without_a_fine_tuned_model_serves_the_base_model(
     assert any("No fine-tuned model to serve" in m for m in records.messages)
     assert isinstance(table, SearchTable)
     assert (table.qualified_name, table.dimension) == ("product_embeddings", 384)
+    assert info is None
     # The search options of the project's parameters, which are also the
     # defaults of SearchOptions (one set of tuned values, not two).
     with open(PROJECT / "conf" / "base" / "parameters_search.yml") as f:
         options = yaml.safe_load(f)["search"]["options"]
     assert search_defaults(catalog) == options == SearchOptions().model_dump()
+    # A table version's tuned fusion replaces them; a version without one does not.
+    tuned = {"fusion": "weighted", "dense_weight": 0.4, "lexical_weight": 0.6}
+    assert search_defaults(catalog, {"search_options": tuned}) == tuned
+    assert search_defaults(catalog, {"search_options": None}) == options
 
 
 def test_search_settings_override_the_projects_options(monkeypatch):

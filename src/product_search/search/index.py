@@ -50,12 +50,16 @@ class ProductIndex:
     ``products`` holds ``product_id``, display columns, ``embedding`` (one
     vector per row) and optionally ``model``; ``lexical.weights[i]`` belongs to
     ``products.iloc[i]``; ``terms[i]`` are that product's analysed terms.
+    ``search_options``: the fusion tuned for the model (``SearchOptions``
+    fields), recorded with the table version for ``/search``; None: the
+    service's defaults.
     """
 
     products: pd.DataFrame
     terms: list[list[str]]
     lexical: LexicalIndex
     analyzer: str = ANALYZER_NAME
+    search_options: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not len(self.products) == len(self.terms) == len(self.lexical.weights):
@@ -66,7 +70,10 @@ class ProductIndex:
 
 
 def build_product_index(
-    products: pd.DataFrame, texts: Sequence[str], bm25: Bm25Params
+    products: pd.DataFrame,
+    texts: Sequence[str],
+    bm25: Bm25Params,
+    search_options: dict[str, Any] | None = None,
 ) -> ProductIndex:
     """Analyse ``texts`` (one per row of ``products``) and weigh them with BM25."""
     if len(products) != len(texts):
@@ -76,4 +83,5 @@ def build_product_index(
         products=products.reset_index(drop=True),
         terms=terms,
         lexical=build_index(terms, bm25),
+        search_options=search_options,
     )

@@ -14,7 +14,8 @@ Layout of a table ``t`` (every name derived from ``t``)::
                  indexes: t_lexical_pkey, t_lexical_terms_gin
     t_terms      term, term_id, document_frequency: the vocabulary
     t_versions   one row per save: model, dimension, rows, HNSW settings,
-                 analyser, BM25 k1 and b, vocabulary size, average length
+                 analyser, BM25 k1 and b, vocabulary size, average length,
+                 the fusion tuned for the model (search_options)
 
 The lexical columns have a table of their own because BM25 scores thousands
 of candidates a query: over narrow rows that is a few pages, beside 1.5 kB
@@ -41,6 +42,7 @@ import pandas as pd
 import psycopg
 from pgvector import SparseVector
 from psycopg import sql
+from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -651,7 +653,8 @@ class SearchTable:
                 "ADD COLUMN IF NOT EXISTS bm25_k1 double precision, "
                 "ADD COLUMN IF NOT EXISTS bm25_b double precision, "
                 "ADD COLUMN IF NOT EXISTS vocabulary_size integer, "
-                "ADD COLUMN IF NOT EXISTS average_length double precision"
+                "ADD COLUMN IF NOT EXISTS average_length double precision, "
+                "ADD COLUMN IF NOT EXISTS search_options jsonb"
             ).format(versions),
         )
         data = index.products
@@ -663,8 +666,8 @@ class SearchTable:
             sql.SQL(
                 "INSERT INTO {} (version, model, dimension, row_count, m, "
                 "ef_construction, load_seconds, index_seconds, analyzer, bm25_k1, "
-                "bm25_b, vocabulary_size, average_length) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                "bm25_b, vocabulary_size, average_length, search_options) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             ).format(versions),
             (
                 version,
@@ -680,13 +683,15 @@ class SearchTable:
                 index.lexical.params.b,
                 index.lexical.size,
                 index.lexical.average_length,
+                None if index.search_options is None else Jsonb(index.search_options),
             ),
         )
 
     # ------------------------------------------------------------ read
     def info(self) -> dict[str, Any] | None:
         """The current version (model, dimension, row count, analyser, BM25
-        parameters, created_at, ...), or None if it has never been saved."""
+        parameters, search_options, created_at, ...), or None if it has never
+        been saved."""
         try:
             with self.engine.connect() as conn:
                 if not self._check_dimension(conn):

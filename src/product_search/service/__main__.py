@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         catalog = project_catalog(
             args.project_path.resolve(), settings.env, args.conf_source
         )
-        model, table = served_model_and_table(catalog)
-        options = settings.search_options(search_defaults(catalog))
+        model, table, info = served_model_and_table(catalog)
+        options = settings.search_options(search_defaults(catalog, info))
     # Bad settings, not a Kedro project, a broken catalog: a message, not a
     # traceback.
     except (ValidationError, DatasetError, RuntimeError, ValueError, OSError) as exc:

@@ -32,11 +32,14 @@ def project_catalog(
 
 def served_model_and_table(
     catalog: DataCatalog,
-) -> tuple[SentenceTransformer, SearchTable]:
-    """The ``product_embeddings`` search table and the model its vectors come
-    from: the version the promotion gate let through, which is not the latest
-    fine-tuned model when the gate refused that one. Without a table, the
-    catalog's ``fine_tuned_model`` (``base_model`` until training has run)."""
+) -> tuple[SentenceTransformer, SearchTable, dict[str, Any] | None]:
+    """The ``product_embeddings`` search table, the model its vectors come
+    from, and the table's version (None when unreadable or not deployed).
+
+    The model is the version the promotion gate let through, which is not the
+    latest fine-tuned model when the gate refused that one. Without a table,
+    the catalog's ``fine_tuned_model`` (``base_model`` until training has run).
+    """
     dataset = catalog.get("product_embeddings")
     if not isinstance(dataset, PgVectorTableDataset):
         raise DatasetError(
@@ -51,7 +54,7 @@ def served_model_and_table(
         info = None
     if info and info.get("model"):
         try:
-            return load_model_by_id(info["model"]), table
+            return load_model_by_id(info["model"]), table, info
         except DatasetError as exc:
             logger.warning(
                 "Cannot load %s, the model of the table's vectors (%s); serving "
@@ -68,7 +71,7 @@ def served_model_and_table(
             exc,
         )
         model = catalog.load("base_model")
-    return model, table
+    return model, table, info
 
 
 def promotion_decision(catalog: DataCatalog) -> dict[str, Any] | None:
@@ -78,8 +81,15 @@ def promotion_decision(catalog: DataCatalog) -> dict[str, Any] | None:
     return catalog.load("promotion_decision")
 
 
-def search_defaults(catalog: DataCatalog) -> dict[str, Any]:
-    """The project's ``search.options`` parameters (empty when it has none)."""
+def search_defaults(
+    catalog: DataCatalog, info: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """How /search fuses its lanes unless SEARCH_* variables say otherwise: the
+    fusion recorded with the table version ``info`` (tuned for its model by
+    the evaluation), else the project's ``search.options`` (empty when it has
+    none)."""
+    if info and info.get("search_options"):
+        return dict(info["search_options"])
     if "params:search" not in catalog:
         return {}
     return dict(catalog.load("params:search").get("options") or {})

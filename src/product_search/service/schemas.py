@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from product_search.search.table import SearchOptions
 
 
 class EmbedRequest(BaseModel):
@@ -81,6 +83,9 @@ class TableVersion(BaseModel):
     bm25_k1: float | None = None
     bm25_b: float | None = None
     vocabulary_size: int | None = None
+    search_options: dict[str, Any] | None = Field(
+        None, description="The fusion tuned for the table's model."
+    )
 
 
 class PromotionDecision(BaseModel):
@@ -111,6 +116,10 @@ class HealthResponse(BaseModel):
         None,
         description="Whether the table's vectors come from the served model; "
         "searching vectors of another model gives meaningless results.",
+    )
+    search_options: SearchOptions = Field(
+        description="How /search fuses its lanes: the table's tuned fusion, with "
+        "any SEARCH_* setting in its place."
     )
     promotion: PromotionDecision | None = Field(
         None,

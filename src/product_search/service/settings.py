@@ -26,7 +26,8 @@ class ServiceSettings(BaseSettings):
     max_text_chars: int = Field(1000, ge=1, description="Characters per text or query.")
     max_k: int = Field(100, ge=1, le=1000, description="Largest k for /search.")
     default_k: int = Field(10, ge=1, description="k when a request gives none.")
-    # How /search fuses its lanes: unset ones come from the project's
+    # How /search fuses its lanes: unset ones come from the fusion recorded
+    # with the table version (tuned for its model), else from the project's
     # `search.options` parameters (conf/base/parameters_search.yml).
     fusion: Literal["rrf", "weighted"] | None = None
     rrf_k: int | None = Field(None, ge=1)

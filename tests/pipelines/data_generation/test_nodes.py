@@ -258,22 +258,54 @@ def _queries(n_products: int, per_product: int) -> pd.DataFrame:
 
 def test_split_by_query_is_80_20_and_seeded(params):
     queries = _queries(25, 4)
-    train, test = nodes.split_queries(queries, params)
-    again, _ = nodes.split_queries(queries, params)
-    assert (len(train), len(test)) == (80, 20)
+    train, validation, test = nodes.split_queries(queries, params)
+    again, _, _ = nodes.split_queries(queries, params)
+    # 20 test queries; 10% of the other 80 validate.
+    assert (len(train), len(validation), len(test)) == (72, 8, 20)
     assert set(train["query_id"]).isdisjoint(test["query_id"])
+    assert set(validation["query_id"]).isdisjoint(
+        set(train["query_id"]) | set(test["query_id"])
+    )
     pd.testing.assert_frame_equal(train, again)
     params["split"]["seed"] = 7
-    other, _ = nodes.split_queries(queries, params)
+    other, _, _ = nodes.split_queries(queries, params)
     assert set(other["query_id"]) != set(train["query_id"])
+
+
+def test_without_validation_shares_the_split_is_80_20(params):
+    params["split"]["validation"] = {}
+    train, validation, test = nodes.split_queries(_queries(25, 4), params)
+    assert (len(train), len(validation), len(test)) == (80, 0, 20)
+    assert list(validation.columns) == nodes.PAIR_COLUMNS
 
 
 def test_split_by_product_keeps_test_products_out_of_training(params):
     params["split"]["split_by"] = "product"
-    train, test = nodes.split_queries(_queries(25, 4), params)
-    assert (len(train), len(test)) == (80, 20)
+    train, validation, test = nodes.split_queries(_queries(25, 4), params)
+    assert (len(train), len(validation), len(test)) == (72, 8, 20)
     assert set(train["product_id"]).isdisjoint(test["product_id"])
-    assert test["product_id"].nunique() == 5
+    assert set(validation["product_id"]).isdisjoint(
+        set(train["product_id"]) | set(test["product_id"])
+    )
+    assert (test["product_id"].nunique(), validation["product_id"].nunique()) == (5, 2)
+
+
+def test_validation_takes_its_share_of_logged_queries(params):
+    params["split"]["validation"] = {"generated": 0.1, "log": 0.25}
+    logged = pd.DataFrame(
+        [(f"log-{q}", f"logged {q}", f"p{p}", "log")
+         for q in range(8) for p in (q, q + 1)],
+        columns=["query_id", "query", "product_id", "source"],
+    )  # fmt: skip
+    pool = pd.concat([_queries(25, 4), logged], ignore_index=True)
+    train, validation, test = nodes.split_queries(pool, params)
+    assert set(test["source"]) == {"generated"}
+    by_source = validation.groupby("source")["query_id"].nunique().to_dict()
+    assert by_source == {"generated": 8, "log": 2}
+    # A validated logged query keeps all its products, and none of its rows train.
+    assert (validation["source"] == "log").sum() == 4
+    assert set(validation["query_id"]).isdisjoint(train["query_id"])
+    assert train["source"].value_counts().to_dict() == {"generated": 72, "log": 12}
 
 
 @pytest.mark.parametrize(
@@ -282,6 +314,8 @@ def test_split_by_product_keeps_test_products_out_of_training(params):
         ({"test_size": 1.5}, "between 0 and 1"),
         ({"split_by": "brand"}, "'query' or"),
         ({"test_size": 0.01}, "both sides non-empty"),
+        ({"validation": {"generated": 1.0}}, "split.validation.generated must be"),
+        ({"validation": {"clicks": 0.1}}, "Unknown query source"),
     ],  # fmt: skip
 )
 def test_bad_split_parameters_are_refused(params, split, message):
@@ -427,10 +461,11 @@ def test_unknown_source_is_refused(params):
 def test_logged_queries_all_train_and_keep_their_source(params):
     logged = _logged(("saw", "p0"), ("drill", "p7")).assign(source="log")
     pool = pd.concat([_queries(25, 4), logged], ignore_index=True)
-    train, test = nodes.split_queries(pool, params)
-    assert (len(train), len(test)) == (82, 20)
+    train, _, test = nodes.split_queries(pool, params)
+    assert (len(train), len(test)) == (74, 20)
     assert set(test["source"]) == {"generated"}
-    assert train["source"].value_counts().to_dict() == {"generated": 80, "log": 2}
+    # 5% of two logged queries rounds to none held out for validation.
+    assert train["source"].value_counts().to_dict() == {"generated": 72, "log": 2}
 
 
 def test_product_split_leaves_logged_pairs_of_test_products_out(params):
@@ -439,11 +474,14 @@ def test_product_split_leaves_logged_pairs_of_test_products_out(params):
         [(f"log-{p}", f"logged {p}", f"p{p}", "log") for p in range(25)],
         columns=["query_id", "query", "product_id", "source"],
     )
-    train, test = nodes.split_queries(
+    train, validation, test = nodes.split_queries(
         pd.concat([_queries(25, 4), logged], ignore_index=True), params
     )
     assert set(train["product_id"]).isdisjoint(test["product_id"])
-    assert (train["source"] == "log").sum() == 20
+    # 20 logged pairs of training products: one (5%) validates.
+    assert (train["source"] == "log").sum() == 19
+    assert (validation["source"] == "log").sum() == 1
+    assert set(validation["product_id"]).isdisjoint(test["product_id"])
 
 
 def test_split_without_generated_queries_is_a_clear_error(params):

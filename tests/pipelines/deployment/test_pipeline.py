@@ -22,6 +22,7 @@ from product_search.pipelines.deployment.nodes import (
     index_products,
 )
 from product_search.pipelines.training.nodes import train_model
+from product_search.search.table import SearchOptions
 from tests import pg
 
 CONF = Path(__file__).parents[3] / "conf" / "base"
@@ -88,6 +89,29 @@ def test_index_products_adds_the_bm25_weights_of_the_analysed_text(
     assert all(skillet not in weights for weights in index.lexical.weights[1:])
 
 
+# A fusion the evaluation tuned for the model.
+TUNED = SearchOptions(
+    fusion="weighted", dense_weight=0.4, lexical_weight=0.6
+).model_dump()
+
+
+def test_index_products_records_the_fusion_tuned_for_its_model_only(
+    tiny_products, base_model, params, caplog
+):
+    search = {"bm25": {"k1": 0.9, "b": 0.4}, "options": {"rrf_k": 7}}
+    tuned = index_products(
+        tiny_products, base_model, params, search, {"model": MODEL, "options": TUNED}
+    )
+    assert tuned.search_options == TUNED
+
+    stale = index_products(
+        tiny_products, base_model, params, search,
+        {"model": "data/06_models/fine_tuned_model@old", "options": TUNED},
+    )  # fmt: skip
+    assert stale.search_options == SearchOptions(rrf_k=7).model_dump()
+    assert "not " + MODEL in caplog.text
+
+
 def _verdict(promote: bool, candidate: str = MODEL) -> dict:
     """The promotion verdict compare_models stores in metrics.json."""
     return {
@@ -115,6 +139,9 @@ def _catalog(products, model, params, table, serving, *, verdict, decision_path)
             "params:promotion": MemoryDataset({"force": False}),
             "params:deployment": MemoryDataset(params),
             "params:search": MemoryDataset({"bm25": {"k1": 1.2, "b": 0.75}}),
+            "fine_tuned_search_options": MemoryDataset(
+                {"model": MODEL, "options": TUNED}
+            ),
             "serving_search_table": serving,
             "product_embeddings": table,
             "promotion_decision": JSONDataset(filepath=str(decision_path)),
@@ -146,6 +173,7 @@ def test_pipeline_writes_the_products_to_the_search_table(
     assert (info["analyzer"], info["bm25_k1"], info["bm25_b"]) == (
         "product-text-v1", 1.2, 0.75,
     )  # fmt: skip
+    assert info["search_options"] == TUNED
 
 
 def test_a_refused_candidate_leaves_the_serving_table_and_force_deploys_it(

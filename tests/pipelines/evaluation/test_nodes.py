@@ -13,8 +13,10 @@ from product_search.pipelines.evaluation.nodes import (
     build_evaluation_set,
     compare_models,
     plot_metrics,
+    tune_search_options,
     write_report,
 )
+from product_search.search.table import SearchOptions
 
 ROOT = Path(__file__).parents[3]
 NO_JUDGED = pd.DataFrame({"query_id": [], "query": []}, dtype=str)
@@ -272,8 +274,24 @@ SEARCH_MODES = {
     "metrics": ["ndcg@10", "mrr@10"],
     "k": 10,
     "options": {
-        "fusion": "rrf", "rrf_k": 60, "dense_weight": 1.0, "lexical_weight": 1.0,
-        "dense_depth": 100, "lexical_depth": 100, "ef_search": 100,
+        "base": {
+            "fusion": "rrf", "rrf_k": 60, "dense_weight": 1.0, "lexical_weight": 1.0,
+            "dense_depth": 100, "lexical_depth": 100, "ef_search": 100,
+        },
+        "fine_tuned": {
+            "fusion": "weighted", "rrf_k": 5, "dense_weight": 0.4,
+            "lexical_weight": 0.6, "dense_depth": 100, "lexical_depth": 100,
+            "ef_search": 100,
+        },
+    },
+    "tuning": {
+        "base": {"tuned": False, "reason": "search.tuning.enabled is false"},
+        "fine_tuned": {
+            "tuned": True, "metric": "ndcg@10", "objective": "log", "feasible": True,
+            "validation": {
+                "log": {"queries": 40, "dense": 0.5, "lexical": 0.4, "hybrid": 0.55},
+            },
+        },
     },
     "test_queries": {
         "lexical": {"ndcg@10": 0.7, "mrr@10": 0.6},
@@ -300,7 +318,17 @@ def test_report_and_chart_show_one_row_and_one_bar_per_search_mode(
 
     assert metrics["search_modes"] == SEARCH_MODES
     section = report[report.index("## Search modes") : report.index("## Key findings")]
-    assert "reciprocal rank fusion (k = 60), weights dense 1 and lexical 1" in section
+    assert (
+        "- Base model: reciprocal rank fusion (k = 60), weights dense 1 and lexical "
+        "1, 100 dense and 100 lexical candidates; the project's `search.options` "
+        "(search.tuning.enabled is false)." in section
+    )
+    assert (
+        "- Fine-tuned model: a weighted sum of min-max normalised scores, weights "
+        "dense 0.4 and lexical 0.6, 100 dense and 100 lexical candidates; tuned on "
+        "the validation queries, best ndcg@10 on the log queries (40 log queries: "
+        "hybrid 0.5500, dense 0.5000, lexical 0.4000)." in section
+    )
     assert "| Mode | NDCG@10 | MRR@10 |" in section
     assert "| Lexical (BM25) | 0.7000 | 0.6000 |" in section
     assert "| Dense, base model | 0.5000 | **0.6500** |" in section
@@ -387,3 +415,31 @@ def test_gate_metric_must_be_measured_per_query(evaluation_params):
             _evaluation("tuned", TUNED_NDCG, None),
             {}, _evaluation_set(16, False), evaluation_params, metric="mrr@10",
         )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("enabled", "validation", "reason"),
+    [
+        (False, ["v1"], "search.tuning.enabled is false"),
+        (True, [], "there are no validation queries"),
+    ],
+)
+def test_untuned_fusion_is_the_projects_and_says_why(
+    base_model, enabled, validation, reason
+):
+    queries = pd.DataFrame(
+        {"query_id": validation, "query": ["pan"] * len(validation),
+         "product_id": ["p1"] * len(validation),
+         "source": ["generated"] * len(validation)}
+    )  # fmt: skip
+    search = {"options": {"rrf_k": 9}, "tuning": {"enabled": enabled}}
+
+    # No table is needed to keep the project's fusion.
+    result = tune_search_options(None, base_model, queries, search, {"batch_size": 8})
+
+    assert result == {
+        "model": "sentence-transformers/all-MiniLM-L6-v2",
+        "options": SearchOptions(rrf_k=9).model_dump(),
+        "tuned": False,
+        "reason": reason,
+    }

@@ -77,7 +77,33 @@ def inputs(
         "params:deployment": MemoryDataset(
             {"batch_size": 8, "display_columns": ["title"]}
         ),
-        "params:search": MemoryDataset({"bm25": {"k1": 1.2, "b": 0.75}, "options": {}}),
+        "params:search": MemoryDataset(
+            {
+                "bm25": {"k1": 1.2, "b": 0.75},
+                "options": {},
+                "tuning": {
+                    "enabled": True,
+                    "metric": "ndcg@10",
+                    "max_lane_gap": 0.005,
+                    "grid": {
+                        "fusion": ["weighted"],
+                        "rrf_k": [5],
+                        "dense_weight": [0.2, 0.8],
+                    },
+                },
+            }
+        ),  # fmt: skip
+        # Two queries the models were not trained on choose their fusion.
+        "validation_queries": MemoryDataset(
+            pd.DataFrame(
+                {
+                    "query_id": ["v1", "v2"],
+                    "query": ["skillet", "dog toy"],
+                    "product_id": ["p1", "p5"],
+                    "source": ["generated", "generated"],
+                }
+            )
+        ),  # fmt: skip
         "base_search_table": make_dataset(),
         "fine_tuned_search_table": make_dataset(),
         "params:data_generation.split": MemoryDataset(
@@ -139,6 +165,13 @@ def test_same_model_twice_shows_no_change(without_judgments, test_queries):
     assert list(modes["test_queries"]) == [
         "lexical", "dense_base", "hybrid_base", "dense_fine_tuned", "hybrid_fine_tuned",
     ]  # fmt: skip
+    # Each model's fusion, tuned on the validation queries: the same model,
+    # so the same choice, among the default and the grid's two.
+    assert modes["options"]["base"] == modes["options"]["fine_tuned"]
+    tuning = modes["tuning"]["base"]
+    assert (tuning["tuned"], tuning["objective"]) == (True, "generated")
+    assert tuning["validation"]["generated"]["queries"] == 2
+    assert tuning == modes["tuning"]["fine_tuned"]
     scores = modes["test_queries"]
     assert scores["dense_base"] == scores["dense_fine_tuned"]
     assert scores["hybrid_base"] == scores["hybrid_fine_tuned"]

@@ -455,14 +455,35 @@ def mix_query_sources(
     return mixed, negatives.reset_index(drop=True), report
 
 
+def _share(value: Any, name: str) -> float:
+    share = float(value or 0)
+    if not 0 <= share < 1:
+        raise ValueError(f"{name} must be from 0 to below 1, got {value}.")
+    return share
+
+
+def _draw(units: pd.Series, share: float, rng: np.random.Generator) -> set[Any]:
+    """``share`` of the distinct ``units``, drawn with ``rng``."""
+    unique = units.drop_duplicates().to_numpy()
+    return set(rng.permutation(unique)[: round(len(unique) * share)])
+
+
 def split_queries(
     queries: pd.DataFrame, params: dict[str, Any]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hold out ``test_size`` of the generated queries (``split_by: query``) or
-    of the products with all their generated queries (``split_by: product``).
-    Logged queries all train: real queries are measured on the judgments. With
-    ``split_by: product``, logged pairs of a held-out product are dropped so
-    that its products stay unseen."""
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Training pairs, validation queries and held-out test queries.
+
+    The test queries are ``test_size`` of the generated queries
+    (``split_by: query``) or of the products with all their generated queries
+    (``split_by: product``). Logged queries never test: real queries are
+    measured on the judgments. With ``split_by: product``, logged pairs of a
+    held-out product are dropped so that its products stay unseen.
+
+    The validation queries, ``validation.generated`` of the remaining
+    generated queries (or products) and ``validation.log`` of the logged
+    queries, do not train either: hybrid search's fusion is tuned on them for
+    the trained model, so that no test query chooses it.
+    """
     split = params["split"]
     test_size, split_by = float(split["test_size"]), split["split_by"]
     if not 0 < test_size < 1:
@@ -471,6 +492,17 @@ def split_queries(
         raise ValueError(
             f"split.split_by must be 'query' or 'product', got '{split_by}'."
         )
+    shares = split.get("validation") or {}
+    unknown = sorted(set(shares) - set(SOURCES))
+    if unknown:
+        raise ValueError(
+            f"Unknown query source(s) {unknown} in split.validation: use "
+            f"{list(SOURCES)}."
+        )
+    validation_shares = {
+        source: _share(shares.get(source), f"split.validation.{source}")
+        for source in SOURCES
+    }
     generated = queries["source"] == "generated"
     if not generated.any():
         raise ValueError(
@@ -488,7 +520,32 @@ def split_queries(
         )
     test_units = set(rng.permutation(unique_units)[:n_test])
     held_out = units.isin(test_units)
-    train = queries.loc[~held_out, PAIR_COLUMNS]
+    validating = (
+        generated
+        & ~held_out
+        & units.isin(
+            _draw(units[generated & ~held_out], validation_shares["generated"], rng)
+        )
+    ) | (
+        ~generated
+        & ~held_out
+        & queries["query_id"].isin(
+            _draw(
+                queries.loc[~generated & ~held_out, "query_id"],
+                validation_shares["log"],
+                rng,
+            )
+        )
+    )
+    trains = ~held_out & ~validating
+    if not (trains & generated).any():
+        raise ValueError(
+            f"No generated query is left to train on after holding out "
+            f"{test_size:.0%} for testing and {validation_shares['generated']:.0%} "
+            "for validation."
+        )
+    train = queries.loc[trains, PAIR_COLUMNS]
+    validation = queries.loc[validating, PAIR_COLUMNS]
     test = queries.loc[held_out & generated, PAIR_COLUMNS]
     if (held_out & ~generated).any():
         logger.info(
@@ -496,13 +553,23 @@ def split_queries(
             int((held_out & ~generated).sum()),
         )
     logger.info(
-        "Split by %s: %d training pairs (%s), %d test queries",
+        "Split by %s: %d training pairs (%s), %d validation queries (%s), "
+        "%d test queries",
         split_by,
         len(train),
         ", ".join(f"{k} {v}" for k, v in train["source"].value_counts().items()),
+        validation["query_id"].nunique(),
+        ", ".join(
+            f"{k} {v}"
+            for k, v in validation.groupby("source")["query_id"].nunique().items()
+        ),
         len(test),
     )
-    return train.reset_index(drop=True), test.reset_index(drop=True)
+    return (
+        train.reset_index(drop=True),
+        validation.reset_index(drop=True),
+        test.reset_index(drop=True),
+    )
 
 
 def report_data_quality(

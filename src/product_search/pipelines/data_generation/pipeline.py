@@ -56,7 +56,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 split_queries,
                 inputs=["query_pool", "params:data_generation"],
-                outputs=["train_pairs", "test_queries"],
+                outputs=["train_pairs", "validation_queries", "test_queries"],
                 name="split_queries_node",
             ),
             Node(

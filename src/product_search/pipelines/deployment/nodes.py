@@ -24,7 +24,7 @@ from product_search.search.index import (
     build_product_index,
     unit_vectors,
 )
-from product_search.search.table import SearchTable
+from product_search.search.table import SearchOptions, SearchTable
 
 logger = logging.getLogger(__name__)
 
@@ -153,12 +153,28 @@ def index_products(
     model: SentenceTransformer,
     params: dict[str, Any],
     search_params: dict[str, Any],
+    search_options: dict[str, Any] | None = None,
 ) -> ProductIndex:
     """The search table's content: each product's vector (see
-    :func:`embed_products`) and the BM25 weights of its analysed ``text``."""
+    :func:`embed_products`), the BM25 weights of its analysed ``text``, and the
+    fusion ``/search`` uses with it: ``search_options`` tuned for this model
+    by the evaluation, else the project's ``search.options``."""
     embedded = embed_products(products, model, params)
+    options = dict(search_params.get("options") or {})
+    if search_options is not None:
+        if search_options.get("model") == model_id(model):
+            options = search_options["options"]
+        else:
+            logger.warning(
+                "The tuned fusion is %s's, not %s's; recording the project's "
+                "search.options instead. Run the evaluation pipeline to tune it.",
+                search_options.get("model"), model_id(model),
+            )  # fmt: skip
     index = build_product_index(
-        embedded, products["text"].tolist(), Bm25Params(**search_params["bm25"])
+        embedded,
+        products["text"].tolist(),
+        Bm25Params(**search_params["bm25"]),
+        SearchOptions(**options).model_dump(),
     )
     logger.info(
         "Analysed %d products: %d distinct terms, %.1f terms per product.",

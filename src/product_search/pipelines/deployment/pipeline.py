@@ -41,6 +41,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "model_to_deploy",
                     "params:deployment",
                     "params:search",
+                    "fine_tuned_search_options",
                 ],
                 outputs="product_embeddings",
                 name="index_products_node",

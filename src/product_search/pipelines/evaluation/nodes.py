@@ -15,10 +15,11 @@ from sentence_transformers import SentenceTransformer
 
 from product_search import metrics as m
 from product_search.datasets import model_id
+from product_search.search import fusion
 from product_search.search.index import unit_vectors
 from product_search.search.table import Hit, Mode, SearchOptions, SearchTable
 
-from .report import plot_metrics_chart, render_report
+from .report import fusion_label, plot_metrics_chart, render_report
 
 logger = logging.getLogger(__name__)
 
@@ -456,24 +457,91 @@ def search_mode_runs(
     queries: dict[str, str],
     *,
     k: int,
-    options: SearchOptions,
+    options: dict[str, SearchOptions],
     batch_size: int = 64,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """The run of every search mode: lexical, then dense and hybrid for each
-    model (``tables`` and ``models`` share their keys, e.g. ``base``)."""
+    model (``tables``, ``models`` and ``options``, each model's fusion, share
+    their keys, e.g. ``base``)."""
+    first = next(iter(tables))
     runs = {
         "lexical": search_run(
-            next(iter(tables.values())), queries, None, mode="lexical", k=k,
-            options=options,
+            tables[first], queries, None, mode="lexical", k=k, options=options[first]
         )
-    }  # fmt: skip
+    }
     for name, model in models.items():
         vectors = unit_vectors(model, list(queries.values()), batch_size)
         for mode in ("dense", "hybrid"):
             runs[f"{mode}_{name}"] = search_run(
-                tables[name], queries, vectors, mode=mode, k=k, options=options
+                tables[name], queries, vectors, mode=mode, k=k, options=options[name]
             )
     return runs
+
+
+def tune_search_options(
+    table: SearchTable,
+    model: SentenceTransformer,
+    validation_queries: pd.DataFrame,
+    search_params: dict[str, Any],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """The fusion hybrid search uses with ``model``, chosen on the validation
+    queries (held out of its training) through its search table: the best
+    ``search.tuning.metric`` on the logged queries (the generated ones when
+    there are none), among the fusions that keep hybrid within
+    ``max_lane_gap`` of its better lane on each source. ``options`` of the
+    result is what the deployment records and ``/search`` uses; without
+    validation queries, or with tuning off, the project's ``search.options``."""
+    default = SearchOptions(**search_params["options"])
+    tuning = search_params.get("tuning") or {}
+    result = {"model": model_id(model), "options": default.model_dump()}
+    _require_columns(
+        validation_queries, "validation_queries",
+        ["query_id", "query", "product_id", "source"],
+    )  # fmt: skip
+    why = (
+        "search.tuning.enabled is false" if not tuning.get("enabled", False)
+        else "there are no validation queries" if validation_queries.empty
+        else None
+    )  # fmt: skip
+    if why:
+        logger.info("Hybrid search keeps the project's fusion for %s: %s.",
+                    result["model"], why)  # fmt: skip
+        return result | {"tuned": False, "reason": why}
+    frame = validation_queries.astype({"query_id": str, "product_id": str})
+    texts = frame.drop_duplicates("query_id").set_index("query_id")["query"]
+    vectors = dict(
+        zip(texts.index, unit_vectors(model, texts.tolist(), params["batch_size"]),
+            strict=True)
+    )  # fmt: skip
+    query_lanes, qrels = {}, {}
+    for source, rows in frame.groupby("source"):
+        queries = texts[rows["query_id"].drop_duplicates()].to_dict()
+        query_lanes[source] = fusion.lanes(
+            table, queries, np.stack([vectors[q] for q in queries]), default,
+            m.parse_metric(tuning["metric"])[1],
+        )  # fmt: skip
+        qrels[source] = {
+            qid: dict.fromkeys(group["product_id"], 1)
+            for qid, group in rows.groupby("query_id")
+        }
+    choice = fusion.choose(
+        query_lanes,
+        qrels,
+        fusion.candidates(default, tuning["grid"]),
+        metric=tuning["metric"],
+        objective="log" if "log" in query_lanes else "generated",
+        max_lane_gap=float(tuning["max_lane_gap"]),
+    )
+    logger.info(
+        "Hybrid search with %s fuses by %s: %s on validation queries.",
+        result["model"], fusion_label(choice["options"]),
+        ", ".join(
+            f"{name} {v['hybrid']:.4f} (dense {v['dense']:.4f}, lexical "
+            f"{v['lexical']:.4f})" for name, v in choice["validation"].items()
+        ),
+    )  # fmt: skip
+    return result | choice | {"tuned": True}
 
 
 def evaluate_search_modes(
@@ -482,14 +550,19 @@ def evaluate_search_modes(
     fine_tuned_table: SearchTable,
     base_model: SentenceTransformer,
     fine_tuned_model: SentenceTransformer,
+    base_search_options: dict[str, Any],
+    fine_tuned_search_options: dict[str, Any],
     evaluation_set: dict[str, Any],
     params: dict[str, Any],
-    search_params: dict[str, Any],
 ) -> dict[str, Any]:
-    """Lexical, dense and hybrid search (each model) as the service runs them,
-    through the database, on the held-out queries and the judged real queries:
-    ``{"test_queries": {mode: metrics}, "real_queries": ...}``."""
-    options = SearchOptions(**search_params["options"])
+    """Lexical, dense and hybrid search (each model, with the fusion tuned for
+    it) as the service runs them, through the database, on the held-out queries
+    and the judged real queries: ``{"test_queries": {mode: metrics},
+    "real_queries": ...}``."""
+    options = {
+        "base": SearchOptions(**base_search_options["options"]),
+        "fine_tuned": SearchOptions(**fine_tuned_search_options["options"]),
+    }
     names = list(params["search_metrics"])
     k = max(m.parse_metric(name)[1] for name in names)
     tests = evaluation_set["test_queries"]
@@ -508,7 +581,25 @@ def evaluate_search_modes(
     result: dict[str, Any] = {
         "metrics": names,
         "k": k,
-        "options": options.model_dump(),
+        "options": {name: o.model_dump() for name, o in options.items()},
+        "tuning": {
+            name: {
+                key: tuned[key]
+                for key in (
+                    "tuned",
+                    "reason",
+                    "metric",
+                    "objective",
+                    "feasible",
+                    "validation",
+                )
+                if key in tuned
+            }  # fmt: skip
+            for name, tuned in (
+                ("base", base_search_options),
+                ("fine_tuned", fine_tuned_search_options),
+            )
+        },
     }
     for set_name, (queries, qrels) in query_sets.items():
         runs = search_mode_runs(

@@ -10,6 +10,7 @@ from .nodes import (
     evaluate_model,
     evaluate_search_modes,
     plot_metrics,
+    tune_search_options,
     write_report,
 )
 
@@ -58,6 +59,22 @@ def create_pipeline(**kwargs) -> Pipeline:
                 )
                 for model in ("base", "fine_tuned")
             ),
+            # Each model's fusion, tuned on queries held out of its training.
+            *(
+                Node(
+                    tune_search_options,
+                    inputs=[
+                        f"{model}_search_table",
+                        f"{model}_model",
+                        "validation_queries",
+                        "params:search",
+                        "params:evaluation",
+                    ],
+                    outputs=f"{model}_search_options",
+                    name=f"tune_{model}_search_options_node",
+                )
+                for model in ("base", "fine_tuned")
+            ),
             Node(
                 evaluate_search_modes,
                 inputs={
@@ -65,9 +82,10 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "fine_tuned_table": "fine_tuned_search_table",
                     "base_model": "base_model",
                     "fine_tuned_model": "fine_tuned_model",
+                    "base_search_options": "base_search_options",
+                    "fine_tuned_search_options": "fine_tuned_search_options",
                     "evaluation_set": "evaluation_set",
                     "params": "params:evaluation",
-                    "search_params": "params:search",
                 },
                 outputs="search_mode_metrics",
                 name="evaluate_search_modes_node",

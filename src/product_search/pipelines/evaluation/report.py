@@ -410,7 +410,7 @@ def _examples(
     return lines
 
 
-def _fusion(options: dict[str, Any]) -> str:
+def fusion_label(options: dict[str, Any]) -> str:
     if options["fusion"] == "rrf":
         how = f"reciprocal rank fusion (k = {options['rrf_k']})"
     else:
@@ -432,9 +432,10 @@ def _search_modes(metrics: dict[str, Any]) -> list[str]:
         "",
         "Each query run through the search table in PostgreSQL exactly as "
         "`/search` runs it: lexical is BM25 over the analysed product text, dense "
-        "the nearest vectors (HNSW), hybrid both lanes fused by "
-        f"{_fusion(modes['options'])}. Best value of each column in bold.",
+        "the nearest vectors (HNSW), hybrid both lanes fused. Best value of each "
+        "column in bold.",
         "",
+        *_fusions(modes),
     ]
     for set_name, title in QUERY_SETS.items():
         per_mode = modes.get(set_name)
@@ -463,6 +464,33 @@ def _search_modes(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _fusions(modes: dict[str, Any]) -> list[str]:
+    """How hybrid search fused each model's lanes, and where that came from."""
+    lines = []
+    for model, label in (("base", "Base"), ("fine_tuned", "Fine-tuned")):
+        options = modes["options"].get(model)
+        if options is None:
+            continue
+        tuning = modes.get("tuning", {}).get(model) or {}
+        if tuning.get("tuned"):
+            found = "; ".join(
+                f"{v['queries']} {name} queries: hybrid {v['hybrid']:.4f}, dense "
+                f"{v['dense']:.4f}, lexical {v['lexical']:.4f}"
+                for name, v in tuning["validation"].items()
+            )
+            source = (
+                f"tuned on the validation queries, best {tuning['metric']} on the "
+                f"{tuning['objective']} queries ({found})"
+            )
+            if not tuning["feasible"]:
+                source += "; no fusion kept hybrid within reach of its better lane"
+        else:
+            why = tuning.get("reason", "not tuned")
+            source = f"the project's `search.options` ({why})"
+        lines.append(f"- {label} model: {fusion_label(options)}; {source}.")
+    return [*lines, ""] if lines else []
+
+
 def _fusion_shortfalls(per_mode: dict[str, Any], metric: str) -> list[str]:
     """A sentence for each model whose hybrid ranks clearly below its better
     lane: the fusion settings do not suit that model on these queries."""
@@ -480,7 +508,7 @@ def _fusion_shortfalls(per_mode: dict[str, Any], metric: str) -> list[str]:
             lines += [
                 f"Hybrid search with the {label} model is {gap:+.4f} "
                 f"{metric_label(metric)} below its {lane} lane here: the fusion "
-                "settings (`search.options`) do not suit it on these queries.",
+                "tuned on the validation queries does not suit these queries.",
                 "",
             ]
     return lines

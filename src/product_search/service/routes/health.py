@@ -29,6 +29,7 @@ async def health(
     served = {
         "model": encoder.model_id,
         "dimension": encoder.dimension,
+        "search_options": request.app.state.search_options,
         "promotion": PromotionDecision.model_validate(decision) if decision else None,
     }
     try:
@@ -58,6 +59,6 @@ async def health(
 def _version_fields(info: dict) -> dict:
     keys = (
         "version", "model", "dimension", "row_count", "created_at", "analyzer",
-        "bm25_k1", "bm25_b", "vocabulary_size",
+        "bm25_k1", "bm25_b", "vocabulary_size", "search_options",
     )  # fmt: skip
     return {key: info.get(key) for key in keys}

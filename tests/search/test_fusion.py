@@ -1,0 +1,117 @@
+"""Tuning hybrid search's fusion for a model: the fusion applied to the lanes
+equals the SQL's, and the choice follows the objective within the lane gap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from product_search.search import fusion
+from product_search.search.table import Hit, SearchOptions
+from tests import pg
+from tests.search.test_table import five_products  # noqa: F401 (a fixture)
+
+OPTIONS = [
+    SearchOptions(),
+    SearchOptions(rrf_k=60, dense_weight=0.3, lexical_weight=0.7),
+    SearchOptions(fusion="weighted", dense_weight=0.4, lexical_weight=0.6),
+    SearchOptions(fusion="weighted", dense_weight=0.9, lexical_weight=0.1),
+    SearchOptions(dense_depth=2, lexical_depth=2),
+]
+
+
+@pytest.fixture
+def table(five_products):  # noqa: F811
+    for make in pg.dataset_factory(dimension=3):
+        dataset = make()
+        dataset.save(five_products)
+        yield dataset.load()
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_fusing_the_lanes_ranks_as_the_sql_does(table, options):
+    queries = {"q1": "oak boards", "q2": "copper pipe", "q3": "walnut"}
+    vectors = np.array([[0, 0, 1], [0.8, 0.6, 0], [1, 0, 0]], dtype=np.float32)
+
+    lanes = fusion.lanes(table, queries, vectors, options, 4)
+
+    for (qid, query), vector in zip(queries.items(), vectors, strict=True):
+        expected = table.search(query, vector, 4, options=options)
+        assert fusion.fuse(lanes[qid], options, 4) == [h.product_id for h in expected]
+    assert lanes["q3"].lexical == []  # "walnut": dense results only
+
+
+def _hit(pid: str, score: float, lane: str) -> Hit:
+    dense = lane == "dense"
+    return Hit(pid, score, {}, None, score if dense else None, None,
+               None if dense else score)  # fmt: skip
+
+
+def _lanes(dense: list[tuple[str, float]], lexical: list[tuple[str, float]]):
+    return fusion.Lanes(
+        [_hit(pid, s, "dense") for pid, s in dense],
+        [_hit(pid, s, "lexical") for pid, s in lexical],
+    )
+
+
+# On the logged query BM25 finds the relevant product r first and the dense
+# lane third; on the generated query the dense lane finds s first, BM25 second.
+LANES = {
+    "log": {"q1": _lanes([("a", 0.9), ("b", 0.8), ("r", 0.7)], [("r", 10), ("c", 5)])},
+    "generated": {"q2": _lanes([("s", 0.9), ("d", 0.5)], [("d", 10), ("s", 9)])},
+}
+QRELS = {"log": {"q1": {"r": 1}}, "generated": {"q2": {"s": 1}}}
+# Weighted 0.1 / 0.9: q1 -> r (0.9), q2 -> d (0.9): best on the log, but 1
+# below the dense lane on the generated query.
+LEXICAL_HEAVY = SearchOptions(fusion="weighted", dense_weight=0.1, lexical_weight=0.9)
+# RRF (k 60) 0.6 / 0.4: q1 r 0.6/63 + 0.4/61 = 0.01608 > a 0.6/61 = 0.00984;
+# q2 s 0.6/61 + 0.4/62 = 0.01629 > d 0.6/62 + 0.4/61 = 0.01623.
+BALANCED = SearchOptions(rrf_k=60, dense_weight=0.6, lexical_weight=0.4)
+
+
+def test_the_best_fusion_on_the_objective_within_the_lane_gap_is_chosen():
+    choice = fusion.choose(
+        LANES, QRELS, [LEXICAL_HEAVY, BALANCED],
+        metric="ndcg@1", objective="log", max_lane_gap=0.005,
+    )  # fmt: skip
+
+    assert choice["options"] == BALANCED.model_dump()
+    assert (choice["feasible"], choice["lane_margin"]) == (True, 0.0)
+    assert choice["validation"] == {
+        "log": {"queries": 1, "dense": 0.0, "lexical": 1.0, "hybrid": 1.0},
+        "generated": {"queries": 1, "dense": 1.0, "lexical": 0.0, "hybrid": 1.0},
+    }
+    assert [(c["log"], c["generated"]) for c in choice["candidates"]] == [
+        (1.0, 0.0), (1.0, 1.0),
+    ]  # fmt: skip
+
+
+def test_without_a_fusion_within_the_gap_the_least_bad_one_is_chosen(caplog):
+    choice = fusion.choose(
+        LANES, QRELS, [LEXICAL_HEAVY],
+        metric="ndcg@1", objective="log", max_lane_gap=0.005,
+    )  # fmt: skip
+
+    assert choice["options"] == LEXICAL_HEAVY.model_dump()
+    assert (choice["feasible"], choice["lane_margin"]) == (False, -1.0)
+    assert "No fusion keeps hybrid search within 0.005" in caplog.text
+
+
+def test_candidates_are_the_default_then_the_grid():
+    default = SearchOptions(dense_depth=50)
+    grid = {"fusion": ["rrf", "weighted"], "rrf_k": [5, 60], "dense_weight": [0.3, 0.5]}
+
+    options = fusion.candidates(default, grid)
+
+    assert options[0] == default
+    # RRF: 2 k x 2 weights; weighted: 2 weights (k does not apply).
+    assert len(options) == 1 + 4 + 2
+    assert {(o.fusion, o.rrf_k, o.dense_weight, o.lexical_weight)
+            for o in options[1:]} == {
+        ("rrf", 5, 0.3, 0.7), ("rrf", 5, 0.5, 0.5), ("rrf", 60, 0.3, 0.7),
+        ("rrf", 60, 0.5, 0.5), ("weighted", 5, 0.3, 0.7), ("weighted", 5, 0.5, 0.5),
+    }  # fmt: skip
+    assert all(o.dense_depth == 50 for o in options)
+    with pytest.raises(ValidationError, match="lexical_weight"):
+        fusion.candidates(default, grid | {"dense_weight": [1.5]})
