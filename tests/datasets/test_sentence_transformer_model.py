@@ -7,6 +7,7 @@ import pytest
 from kedro.io.core import DatasetError, Version
 
 from product_search.datasets import (
+    CrossEncoderModelDataset,
     SentenceTransformerModelDataset,
     load_model_by_id,
     model_id,
@@ -79,7 +80,7 @@ def test_a_model_id_loads_that_exact_version_not_the_latest(base_model, tmp_path
 def test_a_path_with_no_model_is_a_clear_error(tmp_path):
     empty = tmp_path / "nothing_here"
     empty.mkdir()
-    with pytest.raises(DatasetError, match="Could not load the sentence-transformers"):
+    with pytest.raises(DatasetError, match="Could not load the SentenceTransformer"):
         SentenceTransformerModelDataset(model_name_or_path=str(empty)).load()
 
 
@@ -92,3 +93,23 @@ def test_only_models_are_saved(tmp_path):
 def test_an_empty_name_is_refused():
     with pytest.raises(DatasetError, match="hub name or a path"):
         SentenceTransformerModelDataset(model_name_or_path=" ")
+
+
+def test_a_cross_encoder_round_trips_by_its_versioned_id(tmp_path):
+    # The hub name of the embedding model gives MiniLM with a new scoring head.
+    reranker = CrossEncoderModelDataset(model_name_or_path=HUB_NAME).load()
+    assert model_id(reranker) == HUB_NAME
+    path, version = str(tmp_path / "reranker"), "2026-11-01T00.00.00.000Z"
+    CrossEncoderModelDataset(
+        model_name_or_path=path, version=Version(None, version)
+    ).save(reranker)
+
+    loaded = load_model_by_id(f"{path}@{version}", cross_encoder=True)
+
+    assert model_id(loaded) == f"{path}@{version}"
+    pairs = [("cordless drill", "20V cordless drill kit"), ("drill", "rug")]
+    np.testing.assert_allclose(
+        loaded.predict(pairs), reranker.predict(pairs), atol=1e-6
+    )
+    with pytest.raises(DatasetError, match="Expected a CrossEncoder, got"):
+        CrossEncoderModelDataset(model_name_or_path=path + "2").save(HUB_NAME)

@@ -16,7 +16,7 @@ from kedro.framework.project import configure_project
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from product_search.datasets import AnswerCache
+from product_search.datasets import AnswerCache, CrossEncoderModelDataset
 from product_search.pipeline_registry import register_pipelines
 
 ROOT = Path(__file__).parents[2]
@@ -42,6 +42,9 @@ def _params(name: str) -> dict:
 def test_data_generation_then_training_on_an_in_memory_catalog(
     tiny_products, base_model, tmp_path
 ):
+    reranker_base = CrossEncoderModelDataset(
+        model_name_or_path="sentence-transformers/all-MiniLM-L6-v2"
+    ).load()
     pipelines = register_pipelines()
     pipeline = pipelines["data_generation"] + pipelines["training"]
     generation = _params("data_generation") | {"provider": "offline"}
@@ -68,6 +71,11 @@ def test_data_generation_then_training_on_an_in_memory_catalog(
             "base_model": MemoryDataset(base_model, copy_mode="assign"),
             "params:data_generation": MemoryDataset(generation),
             "params:training": MemoryDataset(training),
+            "reranker_base": MemoryDataset(reranker_base, copy_mode="assign"),
+            "params:reranker": MemoryDataset(
+                _params("reranker") | {"batch_size": 8, "device": "cpu"}
+            ),
+            "params:search": MemoryDataset(_params("search")),
             **{
                 name: KeptDataset(copy_mode="assign")
                 for name in (
@@ -75,6 +83,7 @@ def test_data_generation_then_training_on_an_in_memory_catalog(
                     "train_pairs",
                     "validation_queries",
                     "test_queries",
+                    "fine_tuned_model",
                 )
             },
         }
@@ -105,6 +114,12 @@ def test_data_generation_then_training_on_an_in_memory_catalog(
     assert history["train_pairs"] == len(train)
     assert history["triplets"] == 1  # pan for steak, with p4 as its negative
     assert catalog.load("fine_tuned_model").encode(["x"]).shape == (1, 384)
+    # The reranker trained on the same pairs, after the embedding model.
+    reranker = catalog.load("reranker_history")
+    assert reranker["trained"]
+    assert reranker["examples"]["positive"] == len(train)
+    assert reranker["examples"]["logged"] == 1  # p4 for "pan for steak"
+    assert catalog.load("reranker").predict([("pan", "skillet")]).shape == (1,)
 
 
 def test_test_queries_never_reach_training():

@@ -221,6 +221,7 @@ def test_health_shows_model_and_table_version(client, deployed_table):
         "database": True,
         "model_matches_table": True,
         "search_options": SearchOptions().model_dump(),
+        "reranker": None,
         "promotion": None,
         "detail": None,
     }

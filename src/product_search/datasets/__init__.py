@@ -4,6 +4,7 @@ from product_search.datasets.answer_cache import AnswerCache, AnswerCacheDataset
 from product_search.datasets.optional_csv import OptionalCSVDataset
 from product_search.datasets.pgvector_table import PgVectorTableDataset
 from product_search.datasets.sentence_transformer_model import (
+    CrossEncoderModelDataset,
     SentenceTransformerModelDataset,
     load_model_by_id,
     model_id,
@@ -13,6 +14,7 @@ from product_search.datasets.sentence_transformer_model import (
 __all__ = [
     "AnswerCache",
     "AnswerCacheDataset",
+    "CrossEncoderModelDataset",
     "OptionalCSVDataset",
     "PgVectorTableDataset",
     "SentenceTransformerModelDataset",

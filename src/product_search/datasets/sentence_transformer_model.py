@@ -1,4 +1,5 @@
-"""A Kedro dataset for a sentence-transformers model: a hub name or a directory."""
+"""Kedro datasets for sentence-transformers models (an embedding model or a
+cross-encoder reranker): a hub name or a directory."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
-from sentence_transformers import SentenceTransformer
+from sentence_transformers import CrossEncoder, SentenceTransformer
 
 logger = logging.getLogger(__name__)
 
@@ -46,20 +47,25 @@ def model_id(model: SentenceTransformer) -> str:
 
 
 def load_model_by_id(
-    identifier: str, load_args: dict[str, Any] | None = None
-) -> SentenceTransformer:
+    identifier: str,
+    load_args: dict[str, Any] | None = None,
+    *,
+    cross_encoder: bool = False,
+) -> SentenceTransformer | CrossEncoder:
     """The model a :func:`model_id` names, e.g. the one a search table was built
-    with: that exact version of a versioned model."""
+    with: that exact version of a versioned model (a ``CrossEncoder`` with
+    ``cross_encoder``)."""
+    dataset = (
+        CrossEncoderModelDataset if cross_encoder else SentenceTransformerModelDataset
+    )
     name, _, version = identifier.rpartition("@")
     if name and KEDRO_VERSION.fullmatch(version):
-        return SentenceTransformerModelDataset(
+        return dataset(
             model_name_or_path=name,
             version=Version(load=version, save=None),
             load_args=load_args,
         ).load()
-    return SentenceTransformerModelDataset(
-        model_name_or_path=identifier, load_args=load_args
-    ).load()
+    return dataset(model_name_or_path=identifier, load_args=load_args).load()
 
 
 class SentenceTransformerModelDataset(
@@ -82,6 +88,7 @@ class SentenceTransformerModelDataset(
 
     DEFAULT_LOAD_ARGS: dict[str, Any] = {"device": "cpu"}
     DEFAULT_SAVE_ARGS: dict[str, Any] = {"safe_serialization": True}
+    model_class: type = SentenceTransformer
 
     def __init__(
         self,
@@ -107,19 +114,19 @@ class SentenceTransformerModelDataset(
         else:
             source, name = resolve_model_path(self._name), self._name
         try:
-            model = SentenceTransformer(source, **self._load_args)
+            model = self.model_class(source, **self._load_args)
         except (OSError, ValueError) as exc:
             raise DatasetError(
-                f"Could not load the sentence-transformers model '{self._name}' "
+                f"Could not load the {self.model_class.__name__} '{self._name}' "
                 f"from '{source}': {exc}"
             ) from exc
         model.model_card_data.model_id = name
         return model
 
     def save(self, data: SentenceTransformer) -> None:
-        if not isinstance(data, SentenceTransformer):
+        if not isinstance(data, self.model_class):
             raise DatasetError(
-                f"Expected a SentenceTransformer, got {type(data).__name__}."
+                f"Expected a {self.model_class.__name__}, got {type(data).__name__}."
             )
         path = Path(str(self._get_save_path()))
         # Write beside the target and rename, so a crash never leaves a
@@ -146,3 +153,21 @@ class SentenceTransformerModelDataset(
             "load_args": self._load_args,
             "save_args": self._save_args,
         }
+
+
+class CrossEncoderModelDataset(SentenceTransformerModelDataset):
+    """A sentence-transformers ``CrossEncoder`` (a reranker), loaded and saved
+    as :class:`SentenceTransformerModelDataset` does. Loading an embedding
+    model's weights (e.g. the all-MiniLM-L6-v2 hub name) gives a cross-encoder
+    with a new, untrained scoring head: the start of a reranker's training.
+
+    Example catalog entry::
+
+        reranker:
+          type: product_search.datasets.CrossEncoderModelDataset
+          model_name_or_path: data/06_models/reranker
+          versioned: true
+    """
+
+    DEFAULT_LOAD_ARGS: dict[str, Any] = {"device": "cpu", "num_labels": 1}
+    model_class = CrossEncoder

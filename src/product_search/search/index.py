@@ -52,7 +52,8 @@ class ProductIndex:
     ``products.iloc[i]``; ``terms[i]`` are that product's analysed terms.
     ``search_options``: the fusion tuned for the model (``SearchOptions``
     fields), recorded with the table version for ``/search``; None: the
-    service's defaults.
+    service's defaults. ``reranker``: the reranker shipped with the table
+    (model id, ``top_n``, ``text_columns``), None for none.
     """
 
     products: pd.DataFrame
@@ -60,6 +61,7 @@ class ProductIndex:
     lexical: LexicalIndex
     analyzer: str = ANALYZER_NAME
     search_options: dict[str, Any] | None = None
+    reranker: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not len(self.products) == len(self.terms) == len(self.lexical.weights):
@@ -74,6 +76,7 @@ def build_product_index(
     texts: Sequence[str],
     bm25: Bm25Params,
     search_options: dict[str, Any] | None = None,
+    reranker: dict[str, Any] | None = None,
 ) -> ProductIndex:
     """Analyse ``texts`` (one per row of ``products``) and weigh them with BM25."""
     if len(products) != len(texts):
@@ -84,4 +87,5 @@ def build_product_index(
         terms=terms,
         lexical=build_index(terms, bm25),
         search_options=search_options,
+        reranker=reranker,
     )

@@ -15,7 +15,8 @@ Layout of a table ``t`` (every name derived from ``t``)::
     t_terms      term, term_id, document_frequency: the vocabulary
     t_versions   one row per save: model, dimension, rows, HNSW settings,
                  analyser, BM25 k1 and b, vocabulary size, average length,
-                 the fusion tuned for the model (search_options)
+                 the fusion tuned for the model (search_options), the
+                 reranker shipped with it (reranker)
 
 The lexical columns have a table of their own because BM25 scores thousands
 of candidates a query: over narrow rows that is a few pages, beside 1.5 kB
@@ -124,7 +125,8 @@ class SearchOptions(BaseModel):
 @dataclass(frozen=True)
 class Hit:
     """A product found by a search, with the evidence of each lane: its rank
-    (1 = best) and score there, None where that lane did not return it."""
+    (1 = best) and score there, None where that lane did not return it, and
+    the reranker's score where one reranked it."""
 
     product_id: str
     score: float
@@ -133,6 +135,8 @@ class Hit:
     dense_score: float | None
     lexical_rank: int | None
     lexical_score: float | None
+    # The cross-encoder's score, when a reranker reordered the hit.
+    rerank_score: float | None = None
 
 
 def check_identifier(kind: str, value: Any, pattern: re.Pattern[str]) -> str:
@@ -654,7 +658,8 @@ class SearchTable:
                 "ADD COLUMN IF NOT EXISTS bm25_b double precision, "
                 "ADD COLUMN IF NOT EXISTS vocabulary_size integer, "
                 "ADD COLUMN IF NOT EXISTS average_length double precision, "
-                "ADD COLUMN IF NOT EXISTS search_options jsonb"
+                "ADD COLUMN IF NOT EXISTS search_options jsonb, "
+                "ADD COLUMN IF NOT EXISTS reranker jsonb"
             ).format(versions),
         )
         data = index.products
@@ -666,8 +671,8 @@ class SearchTable:
             sql.SQL(
                 "INSERT INTO {} (version, model, dimension, row_count, m, "
                 "ef_construction, load_seconds, index_seconds, analyzer, bm25_k1, "
-                "bm25_b, vocabulary_size, average_length, search_options) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                "bm25_b, vocabulary_size, average_length, search_options, reranker) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             ).format(versions),
             (
                 version,
@@ -684,6 +689,7 @@ class SearchTable:
                 index.lexical.size,
                 index.lexical.average_length,
                 None if index.search_options is None else Jsonb(index.search_options),
+                None if index.reranker is None else Jsonb(index.reranker),
             ),
         )
 

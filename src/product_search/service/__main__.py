@@ -22,6 +22,7 @@ from product_search.service.project import (
     promotion_decision,
     search_defaults,
     served_model_and_table,
+    served_reranker,
 )
 from product_search.service.settings import ServiceSettings
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         model, table, info = served_model_and_table(catalog)
         options = settings.search_options(search_defaults(catalog, info))
+        reranker = settings.reranker(served_reranker(info))
     # Bad settings, not a Kedro project, a broken catalog: a message, not a
     # traceback.
     except (ValidationError, DatasetError, RuntimeError, ValueError, OSError) as exc:
@@ -71,7 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         create_app(
-            encoder, table, settings, options, lambda: promotion_decision(catalog)
+            encoder,
+            table,
+            settings,
+            options,
+            lambda: promotion_decision(catalog),
+            reranker=reranker,
         ),
         host=settings.host,
         port=settings.port,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 
+from product_search.search.rerank import Reranker
 from product_search.search.table import SearchOptions, SearchTable
 from product_search.service.encoder import Encoder
 from product_search.service.settings import ServiceSettings
@@ -30,10 +31,15 @@ def get_settings(request: Request) -> ServiceSettings:
     return request.app.state.settings
 
 
+def get_reranker(request: Request) -> Reranker | None:
+    return request.app.state.reranker
+
+
 EncoderDep = Annotated[Encoder, Depends(get_encoder)]
 TableDep = Annotated[SearchTable, Depends(get_table)]
 SearchOptionsDep = Annotated[SearchOptions, Depends(get_search_options)]
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
+RerankerDep = Annotated[Reranker | None, Depends(get_reranker)]
 
 
 def _error(loc: Sequence[str | int], msg: str) -> dict[str, Any]:

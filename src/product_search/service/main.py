@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from product_search import __version__
+from product_search.search.rerank import Reranker
 from product_search.search.table import SearchOptions, SearchTable
 from product_search.service.encoder import Encoder
 from product_search.service.routes import embed, health, search
@@ -20,11 +21,14 @@ def create_app(
     settings: ServiceSettings | None = None,
     search_options: SearchOptions | None = None,
     promotion: Callable[[], dict[str, Any] | None] | None = None,
+    *,
+    reranker: Reranker | None = None,
 ) -> FastAPI:
     """The search service over ``encoder`` and ``table``; tests pass their own,
     ``python -m product_search.service`` passes those of the Kedro catalog.
     ``search_options`` default to the settings over SearchOptions' defaults;
-    ``promotion`` reads the promotion gate's last decision for /health."""
+    ``promotion`` reads the promotion gate's last decision for /health;
+    ``reranker``, when given, reorders the top hits of /search."""
     app = FastAPI(
         title="product-search",
         version=__version__,
@@ -35,6 +39,7 @@ def create_app(
     app.state.settings = settings or ServiceSettings()
     app.state.search_options = search_options or app.state.settings.search_options()
     app.state.promotion = promotion or (lambda: None)
+    app.state.reranker = reranker
     for module in (embed, search, health):
         app.include_router(module.router)
     return app

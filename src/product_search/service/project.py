@@ -13,6 +13,7 @@ from kedro.io.core import DatasetError
 from sentence_transformers import SentenceTransformer
 
 from product_search.datasets import PgVectorTableDataset, load_model_by_id
+from product_search.search.rerank import Reranker
 from product_search.search.table import SearchError, SearchTable
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,28 @@ def served_model_and_table(
         )
         model = catalog.load("base_model")
     return model, table, info
+
+
+def served_reranker(info: dict[str, Any] | None) -> Reranker | None:
+    """The reranker the table version ``info`` shipped with, or None (none
+    shipped, or it cannot be loaded: /search then serves hybrid results)."""
+    shipped = (info or {}).get("reranker")
+    if not shipped:
+        return None
+    try:
+        model = load_model_by_id(shipped["model"], cross_encoder=True)
+    except DatasetError as exc:
+        logger.warning(
+            "Cannot load %s, the table's reranker (%s); /search will not rerank.",
+            shipped["model"], exc,
+        )  # fmt: skip
+        return None
+    return Reranker(
+        model=model,
+        model_id=shipped["model"],
+        top_n=int(shipped["top_n"]),
+        columns=tuple(shipped["text_columns"]),
+    )
 
 
 def promotion_decision(catalog: DataCatalog) -> dict[str, Any] | None:

@@ -38,6 +38,11 @@ class SearchRequest(BaseModel):
         description="hybrid: BM25 and vectors fused; dense: vectors only; "
         "lexical: BM25 only (no results when no product holds a query term).",
     )
+    rerank: bool = Field(
+        True,
+        description="Reorder the top hits with the deployed reranker, when there "
+        "is one; false serves the retrieval order.",
+    )
 
 
 class SearchHit(BaseModel):
@@ -58,6 +63,9 @@ class SearchHit(BaseModel):
         None, description="Rank among the BM25 candidates (1 = best)."
     )
     lexical_score: float | None = Field(None, description="BM25 score.")
+    rerank_score: float | None = Field(
+        None, description="The reranker's score, where it reordered the hit."
+    )
     title: str | None = None
     brand: str | None = None
     category: str | None = None
@@ -69,6 +77,7 @@ class SearchResponse(BaseModel):
     query: str
     k: int
     mode: str
+    reranked: bool = Field(description="Whether the reranker ordered the results.")
     results: list[SearchHit]
 
 
@@ -85,6 +94,9 @@ class TableVersion(BaseModel):
     vocabulary_size: int | None = None
     search_options: dict[str, Any] | None = Field(
         None, description="The fusion tuned for the table's model."
+    )
+    reranker: dict[str, Any] | None = Field(
+        None, description="The reranker deployed with the table."
     )
 
 
@@ -116,6 +128,10 @@ class HealthResponse(BaseModel):
         None,
         description="Whether the table's vectors come from the served model; "
         "searching vectors of another model gives meaningless results.",
+    )
+    reranker: dict[str, Any] | None = Field(
+        None,
+        description="The reranker /search uses (model, top_n, text_columns), or null.",
     )
     search_options: SearchOptions = Field(
         description="How /search fuses its lanes: the table's tuned fusion, with "

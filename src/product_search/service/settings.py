@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from product_search.search.rerank import Reranker
 from product_search.search.table import SearchOptions
 
 
@@ -38,6 +40,9 @@ class ServiceSettings(BaseSettings):
     # HNSW candidate list size; the benchmark (bench/pgvector_hnsw.py) shows
     # its recall and latency. Raised to the dense depth when that is larger.
     ef_search: int | None = Field(None, ge=1, le=1000)
+    # The hybrid candidates the table's reranker reorders (unset: the number
+    # it was deployed with); 0 turns reranking off.
+    rerank_top_n: int | None = Field(None, ge=0, le=1000)
     # Texts per model.encode call when concurrent requests are encoded together.
     max_batch_texts: int = Field(64, ge=1)
     # PyTorch intra-op threads (None: one per core). On a machine shared with
@@ -54,6 +59,15 @@ class ServiceSettings(BaseSettings):
             if getattr(self, name) is not None
         }
         return SearchOptions(**{**(defaults or {}), **given})
+
+    def reranker(self, shipped: Reranker | None) -> Reranker | None:
+        """The table's reranker with ``rerank_top_n`` in place of its own;
+        None without one, or with ``rerank_top_n`` 0."""
+        if shipped is None or self.rerank_top_n is None:
+            return shipped
+        if self.rerank_top_n == 0:
+            return None
+        return dataclasses.replace(shipped, top_n=self.rerank_top_n)
 
     @model_validator(mode="after")
     def _default_k_within_max_k(self) -> ServiceSettings:

@@ -20,6 +20,7 @@ from product_search.pipelines.deployment.nodes import (
     decide_promotion,
     embed_products,
     index_products,
+    reranker_release,
 )
 from product_search.pipelines.training.nodes import train_model
 from product_search.search.table import SearchOptions
@@ -89,6 +90,24 @@ def test_index_products_adds_the_bm25_weights_of_the_analysed_text(
     assert all(skillet not in weights for weights in index.lexical.weights[1:])
 
 
+# The evaluation's verdict on a reranker: it ships.
+RERANKER = {
+    "model": "data/06_models/reranker@2026-11-27T08.00.00.000Z", "top_n": 50,
+    "text_columns": ["title", "brand"], "deploy": True, "reason": "Better.",
+}  # fmt: skip
+
+
+def test_only_a_reranker_that_does_no_harm_is_released(caplog):
+    assert reranker_release({"search_modes": {"reranker": RERANKER}}) == {
+        "model": RERANKER["model"], "top_n": 50, "text_columns": ["title", "brand"],
+    }  # fmt: skip
+    harmful = RERANKER | {"deploy": False, "reason": "It is significantly worse."}
+    assert reranker_release({"search_modes": {"reranker": harmful}}) == {}
+    assert "not deployed: It is significantly worse." in caplog.text
+    assert reranker_release({"search_modes": {}}) == {}
+    assert reranker_release({}) == {}
+
+
 # A fusion the evaluation tuned for the model.
 TUNED = SearchOptions(
     fusion="weighted", dense_weight=0.4, lexical_weight=0.6
@@ -100,13 +119,15 @@ def test_index_products_records_the_fusion_tuned_for_its_model_only(
 ):
     search = {"bm25": {"k1": 0.9, "b": 0.4}, "options": {"rrf_k": 7}}
     tuned = index_products(
-        tiny_products, base_model, params, search, {"model": MODEL, "options": TUNED}
-    )
+        tiny_products, base_model, params, search,
+        search_options={"model": MODEL, "options": TUNED},
+    )  # fmt: skip
     assert tuned.search_options == TUNED
 
     stale = index_products(
         tiny_products, base_model, params, search,
-        {"model": "data/06_models/fine_tuned_model@old", "options": TUNED},
+        search_options={"model": "data/06_models/fine_tuned_model@old",
+                        "options": TUNED},
     )  # fmt: skip
     assert stale.search_options == SearchOptions(rrf_k=7).model_dump()
     assert "not " + MODEL in caplog.text
@@ -131,7 +152,9 @@ def _catalog(products, model, params, table, serving, *, verdict, decision_path)
             "products": MemoryDataset(products),
             "fine_tuned_model": MemoryDataset(model, copy_mode="assign"),
             "base_model": MemoryDataset(model, copy_mode="assign"),
-            "metrics": MemoryDataset({"promotion": verdict}),
+            "metrics": MemoryDataset(
+                {"promotion": verdict, "search_modes": {"reranker": RERANKER}}
+            ),
             "test_queries": MemoryDataset(products[:0]),
             "judged_queries": MemoryDataset(products[:0]),
             "relevance_judgments": MemoryDataset(products[:0]),
@@ -174,6 +197,9 @@ def test_pipeline_writes_the_products_to_the_search_table(
         "product-text-v1", 1.2, 0.75,
     )  # fmt: skip
     assert info["search_options"] == TUNED
+    assert info["reranker"] == reranker_release(
+        {"search_modes": {"reranker": RERANKER}}
+    )
 
 
 def test_a_refused_candidate_leaves_the_serving_table_and_force_deploys_it(

@@ -10,6 +10,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
 
+from product_search.datasets import CrossEncoderModelDataset
 from product_search.pipelines.evaluation.pipeline import create_pipeline
 from tests import pg
 
@@ -48,10 +49,19 @@ def make_dataset():
     yield from pg.dataset_factory(dimension=384)
 
 
+@pytest.fixture(scope="module")
+def reranker_base():
+    """MiniLM with an untrained scoring head: reranking is plumbing here."""
+    return CrossEncoderModelDataset(
+        model_name_or_path="sentence-transformers/all-MiniLM-L6-v2"
+    ).load()
+
+
 @pytest.fixture
 def inputs(
     *,
     make_dataset,
+    reranker_base,
     base_model,
     tiny_products,
     test_queries,
@@ -104,6 +114,11 @@ def inputs(
                 }
             )
         ),  # fmt: skip
+        "reranker": MemoryDataset(reranker_base, copy_mode="assign"),
+        "reranker_history": MemoryDataset({"trained": False}),
+        "params:reranker": MemoryDataset(
+            {"top_n": 4, "text_columns": ["title"], "min_gain": None}
+        ),
         "base_search_table": make_dataset(),
         "fine_tuned_search_table": make_dataset(),
         "params:data_generation.split": MemoryDataset(
@@ -277,3 +292,31 @@ def test_judged_queries_add_a_real_query_section(
     assert real_modes["hybrid_base"]["recall@10"] == 1.0
     assert "Real shopper queries (graded)" in report
     assert np.isfinite(real["metrics"]["ndcg@10"]["baseline"])
+
+
+def test_a_trained_reranker_adds_a_reranked_row_and_a_verdict(
+    inputs, judged_queries, relevance_judgments
+):
+    inputs["reranker_history"] = MemoryDataset({"trained": True})
+    catalog = _run(inputs, judged_queries, relevance_judgments)
+
+    modes = catalog.load("metrics")["search_modes"]
+    for set_name in ("test_queries", "real_queries"):
+        assert list(modes[set_name])[-1] == "hybrid_rerank_fine_tuned"
+    verdict = modes["reranker"]
+    assert (verdict["model"], verdict["top_n"], verdict["text_columns"]) == (
+        "sentence-transformers/all-MiniLM-L6-v2", 4, ["title"],
+    )  # fmt: skip
+    # Judged on the real queries, against hybrid search with the same model.
+    assert (verdict["queries"], verdict["metric"]) == ("real queries", "ndcg@10")
+    real = modes["real_queries"]
+    assert verdict["delta"] == pytest.approx(
+        real["hybrid_rerank_fine_tuned"]["ndcg@10"]
+        - real["hybrid_fine_tuned"]["ndcg@10"]
+    )
+    assert verdict["deploy"] == (not (verdict["significant"] and verdict["delta"] < 0))
+    report = catalog.load("evaluation_report")
+    assert "| Hybrid + rerank, fine-tuned model |" in report
+    assert (
+        "**Reranker** `sentence-transformers/all-MiniLM-L6-v2` (reads title" in report
+    )

@@ -117,6 +117,19 @@ def promoted_model(
     return candidate
 
 
+def reranker_release(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The reranker the deployment ships with the table (its model id, how
+    many hits it reranks, the columns it reads), or ``{}``: none was trained,
+    or the evaluation found that it lowers relevance."""
+    verdict = (metrics.get("search_modes") or {}).get("reranker")
+    if not verdict:
+        return {}
+    if not verdict["deploy"]:
+        logger.warning("The reranker is not deployed: %s", verdict["reason"])
+        return {}
+    return {key: verdict[key] for key in ("model", "top_n", "text_columns")}
+
+
 def embed_products(
     products: pd.DataFrame,
     model: SentenceTransformer,
@@ -153,12 +166,15 @@ def index_products(
     model: SentenceTransformer,
     params: dict[str, Any],
     search_params: dict[str, Any],
+    *,
     search_options: dict[str, Any] | None = None,
+    reranker: dict[str, Any] | None = None,
 ) -> ProductIndex:
     """The search table's content: each product's vector (see
-    :func:`embed_products`), the BM25 weights of its analysed ``text``, and the
-    fusion ``/search`` uses with it: ``search_options`` tuned for this model
-    by the evaluation, else the project's ``search.options``."""
+    :func:`embed_products`), the BM25 weights of its analysed ``text``, the
+    fusion ``/search`` uses with it (``search_options`` tuned for this model
+    by the evaluation, else the project's ``search.options``), and the
+    reranker that ships with it (see :func:`reranker_release`)."""
     embedded = embed_products(products, model, params)
     options = dict(search_params.get("options") or {})
     if search_options is not None:
@@ -175,6 +191,7 @@ def index_products(
         products["text"].tolist(),
         Bm25Params(**search_params["bm25"]),
         SearchOptions(**options).model_dump(),
+        reranker or None,
     )
     logger.info(
         "Analysed %d products: %d distinct terms, %.1f terms per product.",

@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import decide_promotion, index_products, promoted_model
+from .nodes import decide_promotion, index_products, promoted_model, reranker_release
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -35,14 +35,21 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="promoted_model_node",
             ),
             Node(
+                reranker_release,
+                inputs="metrics",
+                outputs="reranker_release",
+                name="reranker_release_node",
+            ),
+            Node(
                 index_products,
-                inputs=[
-                    "products",
-                    "model_to_deploy",
-                    "params:deployment",
-                    "params:search",
-                    "fine_tuned_search_options",
-                ],
+                inputs={
+                    "products": "products",
+                    "model": "model_to_deploy",
+                    "params": "params:deployment",
+                    "search_params": "params:search",
+                    "search_options": "fine_tuned_search_options",
+                    "reranker": "reranker_release",
+                },
                 outputs="product_embeddings",
                 name="index_products_node",
             ),

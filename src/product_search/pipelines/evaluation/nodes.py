@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
-from sentence_transformers import SentenceTransformer
+from sentence_transformers import CrossEncoder, SentenceTransformer
 
 from product_search import metrics as m
 from product_search.datasets import model_id
 from product_search.search import fusion
 from product_search.search.index import unit_vectors
+from product_search.search.rerank import Reranker, reranked_search
 from product_search.search.table import Hit, Mode, SearchOptions, SearchTable
 
 from .report import fusion_label, plot_metrics_chart, render_report
@@ -440,13 +441,18 @@ def search_run(
     mode: Mode,
     k: int,
     options: SearchOptions,
+    reranker: Reranker | None = None,
 ) -> dict[str, dict[str, float]]:
     """Each query (with its vector, row for row; None for lexical search)
-    through :meth:`SearchTable.search`, the code behind ``/search``:
+    through :func:`reranked_search`, the code behind ``/search``:
     ``{query_id: {product_id: score}}`` in the served order."""
     rows = [None] * len(queries) if vectors is None else list(vectors)
     return {
-        query_id: _rank_run(table.search(text, vector, k, mode=mode, options=options))
+        query_id: _rank_run(
+            reranked_search(
+                table, reranker, text, vector, k, mode=mode, options=options
+            )
+        )  # fmt: skip
         for (query_id, text), vector in zip(queries.items(), rows, strict=True)
     }
 
@@ -459,10 +465,12 @@ def search_mode_runs(
     k: int,
     options: dict[str, SearchOptions],
     batch_size: int = 64,
+    rerankers: dict[str, Reranker] | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """The run of every search mode: lexical, then dense and hybrid for each
     model (``tables``, ``models`` and ``options``, each model's fusion, share
-    their keys, e.g. ``base``)."""
+    their keys, e.g. ``base``), and hybrid reranked for each model of
+    ``rerankers``."""
     first = next(iter(tables))
     runs = {
         "lexical": search_run(
@@ -475,6 +483,11 @@ def search_mode_runs(
             runs[f"{mode}_{name}"] = search_run(
                 tables[name], queries, vectors, mode=mode, k=k, options=options[name]
             )
+        if name in (rerankers or {}):
+            runs[f"hybrid_rerank_{name}"] = search_run(
+                tables[name], queries, vectors, mode="hybrid", k=k,
+                options=options[name], reranker=rerankers[name],
+            )  # fmt: skip
     return runs
 
 
@@ -554,11 +567,26 @@ def evaluate_search_modes(
     fine_tuned_search_options: dict[str, Any],
     evaluation_set: dict[str, Any],
     params: dict[str, Any],
+    promotion: dict[str, Any],
+    reranker: CrossEncoder | None = None,
+    reranker_history: dict[str, Any] | None = None,
+    reranker_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Lexical, dense and hybrid search (each model, with the fusion tuned for
     it) as the service runs them, through the database, on the held-out queries
     and the judged real queries: ``{"test_queries": {mode: metrics},
-    "real_queries": ...}``."""
+    "real_queries": ...}``. With a trained ``reranker``, also the fine-tuned
+    model's hybrid search reranked, and whether the reranker ships: only when
+    it does not lower the ``promotion`` metric (on the real queries when there
+    are some) by a significant amount or below its ``reranker.min_gain``."""
+    rerankers = {}
+    if reranker is not None and (reranker_history or {}).get("trained"):
+        rerankers["fine_tuned"] = Reranker(
+            model=reranker,
+            model_id=model_id(reranker),
+            top_n=int(reranker_params["top_n"]),
+            columns=tuple(reranker_params["text_columns"]),
+        )
     options = {
         "base": SearchOptions(**base_search_options["options"]),
         "fine_tuned": SearchOptions(**fine_tuned_search_options["options"]),
@@ -578,6 +606,7 @@ def evaluate_search_modes(
     judged = evaluation_set["judged"]
     if judged:
         query_sets["real_queries"] = (judged["queries"], judged["qrels"])
+    rerank_per_query: dict[str, Any] = {}
     result: dict[str, Any] = {
         "metrics": names,
         "k": k,
@@ -609,18 +638,58 @@ def evaluate_search_modes(
             k=k,
             options=options,
             batch_size=int(params["batch_size"]),
+            rerankers=rerankers,
         )
+        per_query = {
+            mode: m.graded_metrics(qrels, run, names) for mode, run in runs.items()
+        }
         per_mode = {
             mode: {
                 metric: float(np.mean(list(values.values())))
-                for metric, values in m.graded_metrics(qrels, run, names).items()
+                for metric, values in metrics.items()
             }
-            for mode, run in runs.items()
+            for mode, metrics in per_query.items()
         }
         result[set_name] = per_mode
+        if rerankers:
+            rerank_per_query[set_name] = per_query
         logger.info(
             "Search modes on %s (%s): %s",
             set_name, names[0],
             ", ".join(f"{mode} {v[names[0]]:.4f}" for mode, v in per_mode.items()),
         )  # fmt: skip
+    if rerankers:
+        result["reranker"] = _reranker_verdict(
+            rerankers["fine_tuned"], rerank_per_query, params, reranker_params,
+            promotion,
+        )  # fmt: skip
     return result
+
+
+def _reranker_verdict(
+    reranker: Reranker,
+    per_query: dict[str, dict[str, dict[str, dict[str, float]]]],
+    params: dict[str, Any],
+    reranker_params: dict[str, Any],
+    promotion: dict[str, Any],
+) -> dict[str, Any]:
+    """Whether the reranker ships: the promotion gate's rule (see
+    :func:`product_search.metrics.promotion_verdict`, with ``reranker.min_gain``)
+    for hybrid reranked against hybrid, both with the fine-tuned model, on the
+    real queries when there are some."""
+    real = "real_queries" in per_query
+    runs = per_query["real_queries" if real else "test_queries"]
+    metric = promotion["metric"]
+    if metric not in runs["hybrid_fine_tuned"]:
+        metric = next(iter(runs["hybrid_fine_tuned"]))
+    verdict = m.promotion_verdict(
+        runs["hybrid_fine_tuned"][metric],
+        runs["hybrid_rerank_fine_tuned"][metric],
+        metric=metric,
+        queries="real queries" if real else "held-out test queries",
+        models=("hybrid search", f"hybrid search reranked by {reranker.model_id}"),
+        min_gain=reranker_params.get("min_gain"),
+        **_statistics(params, promotion),
+    )
+    logger.info("Reranker: %s", verdict["reason"])
+    return reranker.describe() | {"deploy": verdict["promote"]} | verdict

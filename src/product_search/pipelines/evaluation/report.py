@@ -23,6 +23,7 @@ SEARCH_MODES = {
     "dense_fine_tuned": "Dense, fine-tuned model",
     "hybrid_base": "Hybrid, base model",
     "hybrid_fine_tuned": "Hybrid, fine-tuned model",
+    "hybrid_rerank_fine_tuned": "Hybrid + rerank, fine-tuned model",
 }
 # Hybrid more than this below its better lane is called out in the report.
 FUSION_TOLERANCE = 0.005
@@ -460,6 +461,19 @@ def _search_modes(metrics: dict[str, Any]) -> list[str]:
             *_table(("Mode", *(metric_label(name) for name in names)), rows),
             "",
             *_fusion_shortfalls(per_mode, names[0]),
+        ]
+    reranker = modes.get("reranker")
+    if reranker:
+        lines += [
+            f"**Reranker** `{reranker['model']}` (reads "
+            f"{', '.join(reranker['text_columns'])}; reranks the top "
+            f"{reranker['top_n']} hybrid hits): {reranker['reason']} "
+            + (
+                "It ships with the search table."
+                if reranker["deploy"]
+                else "It is not deployed; /search serves hybrid results."
+            ),
+            "",
         ]
     return lines
 

@@ -1,6 +1,7 @@
 """Nodes of the training pipeline: fine-tune the base model on (query, product)
 pairs with in-batch negatives, and on (query, product, logged negative)
-triplets where the search log has them."""
+triplets where the search log has them; then train a cross-encoder reranker
+on the same pairs against negatives mined with the fine-tuned model."""
 
 from __future__ import annotations
 
@@ -15,14 +16,23 @@ import pandas as pd
 import torch
 from datasets import Dataset, DatasetDict
 from sentence_transformers import (
+    CrossEncoder,
+    CrossEncoderTrainer,
+    CrossEncoderTrainingArguments,
     SentenceTransformer,
     SentenceTransformerTrainer,
     SentenceTransformerTrainingArguments,
 )
+from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 from sentence_transformers.sentence_transformer import losses
 from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 from sentence_transformers.util import mine_hard_negatives
 from transformers import TrainerCallback
+
+from product_search.search.analyzer import analyze
+from product_search.search.bm25 import Bm25Params, build_index
+from product_search.search.index import unit_vectors
+from product_search.search.rerank import lane_candidates, rerank_text
 
 logger = logging.getLogger(__name__)
 
@@ -267,6 +277,142 @@ def train_model(
         "Fine-tuned on %d pairs in %.1f s (%.1f pairs/s) on %s; final loss %.4f",
         len(pairs), wall_time, history["pairs_per_s"], device,
         losses_by_step[-1]["loss"] if losses_by_step else float("nan"),
+    )  # fmt: skip
+    model.model_card_data.model_id = None
+    return model.to("cpu"), history
+
+
+def reranker_examples(
+    pairs: pd.DataFrame,
+    negatives: pd.DataFrame,
+    products: pd.DataFrame,
+    *,
+    model: SentenceTransformer,
+    params: dict[str, Any],
+    bm25: dict[str, Any],
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The reranker's (query, text, label) rows: each training pair's product
+    (1) and, for each of its positives, ``negatives.hard`` products that the
+    dense or the lexical lane ranks high for the query (past the very top) and
+    ``negatives.random`` ones from the catalog (0), plus the query's logged
+    negatives (0). A product paired with the query is never its negative."""
+    options = params["negatives"]
+    columns = list(params["text_columns"])
+    texts = [rerank_text(row, columns) for row in products[columns].to_dict("records")]
+    ids = products["product_id"].astype(str).tolist()
+    row_of = {pid: i for i, pid in enumerate(ids)}
+    by_query = pairs.groupby("query_id", sort=False)
+    queries = by_query["query"].first()
+    vectors = unit_vectors(model, products["text"].tolist(), 64)
+    candidates = lane_candidates(
+        queries.tolist(),
+        unit_vectors(model, queries.tolist(), 64),
+        vectors,
+        build_index([analyze(t) for t in products["text"]], Bm25Params(**bm25)),
+        skip_top=int(options["skip_top"]),
+        depth=int(options["depth"]),
+    )
+    logged = negatives.groupby("query_id")["product_id"].agg(list)
+    rng = np.random.default_rng(int(params["seed"]))
+    rows, counts = [], {"positive": 0, "hard": 0, "random": 0, "logged": 0}
+
+    def add(query: str, row: int, label: int, kind: str) -> None:
+        rows.append((query, texts[row], float(label)))
+        counts[kind] += 1
+
+    for (query_id, group), query, mined in zip(
+        by_query, queries, candidates, strict=True
+    ):
+        positives = {row_of[pid] for pid in group["product_id"] if pid in row_of}
+        for row in sorted(positives):
+            add(query, row, 1, "positive")
+        hard = [row for row in mined if row not in positives]
+        n_hard = min(len(hard), int(options["hard"]) * len(positives))
+        for row in rng.choice(hard, size=n_hard, replace=False) if n_hard else []:
+            add(query, int(row), 0, "hard")
+        for _ in range(int(options["random"]) * len(positives)):
+            row = int(rng.integers(len(ids)))
+            if row not in positives:
+                add(query, row, 0, "random")
+        for pid in logged.get(query_id, []):
+            if pid in row_of and row_of[pid] not in positives:
+                add(query, row_of[pid], 0, "logged")
+    examples = pd.DataFrame(rows, columns=["query", "text", "label"])
+    return examples.sample(frac=1.0, random_state=int(params["seed"])), counts
+
+
+def train_reranker(
+    train_pairs: pd.DataFrame,
+    train_negatives: pd.DataFrame,
+    products: pd.DataFrame,
+    *,
+    fine_tuned_model: SentenceTransformer,
+    reranker_base: CrossEncoder,
+    params: dict[str, Any],
+    search_params: dict[str, Any],
+) -> tuple[CrossEncoder, dict[str, Any]]:
+    """Train a cross-encoder, started from ``reranker_base``, to score
+    (query, product) pairs: the training pairs against hard negatives mined
+    with the fine-tuned model's two lanes (see :func:`reranker_examples`),
+    with binary cross-entropy. With ``enabled: false`` it returns
+    ``reranker_base`` untrained, and nothing reranks."""
+    if not params.get("enabled", False):
+        logger.info("The reranker is off (reranker.enabled: false).")
+        return reranker_base, {"trained": False}
+    pairs, pair_report = training_pairs(train_pairs, products, params.get("max_pairs"))
+    device = choose_device(params.get("device", "auto"))
+    started = time.perf_counter()
+    examples, counts = reranker_examples(
+        pairs, train_negatives, products, model=fine_tuned_model.to(device),
+        params=params, bm25=search_params["bm25"],
+    )  # fmt: skip
+    mining_time = time.perf_counter() - started
+    model = copy.deepcopy(reranker_base).to(device)
+    model.max_length = int(params["max_length"])
+    with tempfile.TemporaryDirectory(prefix="product-search-reranker-") as output_dir:
+        args = CrossEncoderTrainingArguments(
+            output_dir=output_dir,
+            num_train_epochs=params["epochs"],
+            per_device_train_batch_size=int(params["batch_size"]),
+            learning_rate=float(params["learning_rate"]),
+            warmup_steps=float(params["warmup_ratio"]),
+            seed=int(params["seed"]),
+            data_seed=int(params["seed"]),
+            use_cpu=device == "cpu",
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=False,
+        )
+        trainer = CrossEncoderTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_pandas(examples, preserve_index=False),
+            loss=BinaryCrossEntropyLoss(model),
+            callbacks=[_LossLogger()],
+        )
+        started = time.perf_counter()
+        result = trainer.train()
+        wall_time = time.perf_counter() - started
+    history = {
+        "trained": True,
+        "examples": counts,
+        "pairs": pair_report,
+        "loss_by_step": [
+            {"step": e["step"], "epoch": e["epoch"], "loss": e["loss"]}
+            for e in trainer.state.log_history
+            if "loss" in e
+        ],
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "mining_time_s": mining_time,
+        "wall_time_s": wall_time,
+        "device": device,
+        "parameters": params,
+    }
+    logger.info(
+        "Trained the reranker on %s in %.1f s on %s; final loss %.4f",
+        counts, wall_time, device, result.training_loss,
     )  # fmt: skip
     model.model_card_data.model_id = None
     return model.to("cpu"), history

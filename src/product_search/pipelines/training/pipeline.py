@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import train_model
+from .nodes import train_model, train_reranker
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -20,6 +20,21 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs=["fine_tuned_model", "training_history"],
                 name="train_model_node",
-            )
+            ),
+            Node(
+                train_reranker,
+                inputs={
+                    "train_pairs": "train_pairs",
+                    "train_negatives": "train_negatives",
+                    "products": "products",
+                    # Mines its negatives from this model's lanes.
+                    "fine_tuned_model": "fine_tuned_model",
+                    "reranker_base": "reranker_base",
+                    "params": "params:reranker",
+                    "search_params": "params:search",
+                },
+                outputs=["reranker", "reranker_history"],
+                name="train_reranker_node",
+            ),
         ]
     )

@@ -30,6 +30,11 @@ async def health(
         "model": encoder.model_id,
         "dimension": encoder.dimension,
         "search_options": request.app.state.search_options,
+        "reranker": (
+            request.app.state.reranker.describe()
+            if request.app.state.reranker
+            else None
+        ),
         "promotion": PromotionDecision.model_validate(decision) if decision else None,
     }
     try:
@@ -59,6 +64,6 @@ async def health(
 def _version_fields(info: dict) -> dict:
     keys = (
         "version", "model", "dimension", "row_count", "created_at", "analyzer",
-        "bm25_k1", "bm25_b", "vocabulary_size", "search_options",
+        "bm25_k1", "bm25_b", "vocabulary_size", "search_options", "reranker",
     )  # fmt: skip
     return {key: info.get(key) for key in keys}

@@ -3,9 +3,11 @@
 from fastapi import APIRouter, HTTPException
 from starlette.concurrency import run_in_threadpool
 
+from product_search.search.rerank import reranked_search
 from product_search.search.table import SearchError
 from product_search.service.deps import (
     EncoderDep,
+    RerankerDep,
     SearchOptionsDep,
     SettingsDep,
     TableDep,
@@ -22,23 +24,29 @@ router = APIRouter(tags=["search"])
 )
 async def search(
     body: SearchRequest,
+    *,
     encoder: EncoderDep,
     table: TableDep,
     settings: SettingsDep,
     options: SearchOptionsDep,
+    reranker: RerankerDep,
 ) -> SearchResponse:
     """The k best products for the query: BM25 and the nearest vectors fused
-    (hybrid, the default), or one lane alone; each hit shows its rank and
-    score in each lane."""
+    (hybrid, the default), or one lane alone, reranked by the deployed
+    reranker unless ``rerank`` is false; each hit shows its rank and score in
+    each lane, and its rerank score."""
     k = settings.default_k if body.k is None else body.k
     check_search(body.query, k, settings)
     vector = None
     if body.mode != "lexical":
         [vector] = await encoder.aencode([body.query])
+    reranker = reranker if body.rerank else None
     try:
+        # The database and the reranker's model both block: off the event loop.
         hits = await run_in_threadpool(
-            table.search, body.query, vector, k, mode=body.mode, options=options
-        )
+            reranked_search, table, reranker, body.query, vector, k,
+            mode=body.mode, options=options,
+        )  # fmt: skip
     except SearchError as exc:
         raise HTTPException(status_code=503, detail=str(exc)) from exc
     return SearchResponse(
@@ -46,6 +54,7 @@ async def search(
         query=body.query,
         k=k,
         mode=body.mode,
+        reranked=reranker is not None,
         results=[
             SearchHit(
                 **hit.fields,
@@ -55,6 +64,7 @@ async def search(
                 dense_score=hit.dense_score,
                 lexical_rank=hit.lexical_rank,
                 lexical_score=hit.lexical_score,
+                rerank_score=hit.rerank_score,
             )
             for hit in hits
         ],

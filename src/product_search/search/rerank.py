@@ -1,0 +1,153 @@
+"""Reranking: a cross-encoder reads the query together with each of the top
+hits and orders them by its score.
+
+The cross-encoder reads a product as its short display text (``columns`` of
+the search table, e.g. title and brand), the same text it was trained on, so
+that it runs per request: it reads every (query, product) pair anew.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from product_search.search.analyzer import analyze
+from product_search.search.bm25 import LexicalIndex
+from product_search.search.table import Hit, Mode, SearchOptions, SearchTable
+
+
+class PairScorer(Protocol):
+    """What is needed of a reranker; a ``CrossEncoder`` is one."""
+
+    def predict(self, sentences: list[tuple[str, str]], **kwargs: Any) -> Any: ...
+
+
+def rerank_text(fields: Mapping[str, Any], columns: Sequence[str]) -> str:
+    """A product's text for the reranker: its non-empty ``columns`` in order."""
+    parts = []
+    for column in columns:
+        value = fields.get(column)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        text = str(value).strip()
+        if text:
+            parts.append(text)
+    return " ".join(parts)
+
+
+def rerank(
+    model: PairScorer,
+    query: str,
+    hits: Sequence[Hit],
+    *,
+    top_n: int,
+    columns: Sequence[str],
+    batch_size: int = 64,
+) -> list[Hit]:
+    """The first ``top_n`` hits ordered by the reranker's score (ties keep
+    their retrieval order), each with its ``rerank_score``; the rest after
+    them as they were."""
+    head, tail = list(hits[:top_n]), list(hits[top_n:])
+    if not head:
+        return list(hits)
+    scores = model.predict(
+        [(query, rerank_text(hit.fields, columns)) for hit in head],
+        batch_size=batch_size,
+        show_progress_bar=False,
+        convert_to_numpy=True,
+    )
+    order = sorted(range(len(head)), key=lambda i: (-float(scores[i]), i))
+    return [replace(head[i], rerank_score=float(scores[i])) for i in order] + tail
+
+
+@dataclass(frozen=True)
+class Reranker:
+    """A trained cross-encoder and how it reranks: the first ``top_n`` hits,
+    each read as its ``columns`` (the text it was trained on)."""
+
+    model: PairScorer
+    model_id: str
+    top_n: int
+    columns: tuple[str, ...]
+
+    def describe(self) -> dict[str, Any]:
+        """What the table's version records and /health shows."""
+        return {
+            "model": self.model_id,
+            "top_n": self.top_n,
+            "text_columns": list(self.columns),
+        }
+
+
+def reranked_search(
+    table: SearchTable,
+    reranker: Reranker | None,
+    query: str,
+    vector: Any,
+    k: int,
+    *,
+    mode: Mode,
+    options: SearchOptions,
+) -> list[Hit]:
+    """:meth:`SearchTable.search`, then, with a reranker, its first ``top_n``
+    hits reranked: the code behind ``/search`` and the evaluation alike."""
+    if reranker is None:
+        return table.search(query, vector, k, mode=mode, options=options)
+    hits = table.search(
+        query, vector, max(k, reranker.top_n), mode=mode, options=options
+    )
+    return rerank(
+        reranker.model, query, hits, top_n=reranker.top_n, columns=reranker.columns
+    )[:k]
+
+
+def _top(scores: np.ndarray, depth: int) -> list[int]:
+    """Indices of the ``depth`` highest scores, best first (ties by index)."""
+    depth = min(depth, len(scores))
+    if depth <= 0:
+        return []
+    top = np.argpartition(-scores, depth - 1)[:depth]
+    return sorted(top.tolist(), key=lambda i: (-scores[i], i))
+
+
+def lane_candidates(
+    queries: Sequence[str],
+    query_vectors: np.ndarray,
+    product_vectors: np.ndarray,
+    lexical: LexicalIndex,
+    *,
+    skip_top: int,
+    depth: int,
+) -> list[list[int]]:
+    """For each query, the rows of the products its dense lane (cosine of unit
+    vectors) and its lexical lane (BM25, OR of the terms) rank from
+    ``skip_top + 1`` to ``depth``, interleaved lane by lane, best first,
+    without repeats. The very top is skipped: it may hold true positives the
+    training pairs do not name."""
+    postings: dict[int, list[tuple[int, float]]] = {}
+    for row, weights in enumerate(lexical.weights):
+        for term_id, weight in weights.items():
+            postings.setdefault(term_id, []).append((row, weight))
+    found = []
+    for start in range(0, len(queries), 1024):
+        dense = query_vectors[start : start + 1024] @ product_vectors.T
+        for offset, query in enumerate(queries[start : start + 1024]):
+            bm25: dict[int, float] = {}
+            for term in analyze(query):
+                for row, weight in postings.get(lexical.term_ids.get(term, -1), ()):
+                    bm25[row] = bm25.get(row, 0.0) + weight
+            lexical_top = sorted(bm25, key=lambda r: (-bm25[r], r))[skip_top:depth]
+            dense_top = _top(dense[offset], depth)[skip_top:]
+            merged = [
+                row
+                for pair in itertools.zip_longest(dense_top, lexical_top)
+                for row in pair
+                if row is not None
+            ]
+            found.append(list(dict.fromkeys(merged)))
+    return found
