@@ -102,6 +102,22 @@ def environment(device: str) -> dict[str, Any]:
     }
 
 
+def provenance(payload: dict[str, Any]) -> str:
+    """Where a result comes from, for a results page: device, commit, and a
+    warning on smoke runs."""
+    env = payload["environment"]
+    text = f"Device: {env['device']}"
+    if env["accelerator"]:
+        text += f" ({env['accelerator']})"
+    text += f", {env['cpu_count']} CPU cores, commit {env['git_commit']}."
+    if payload.get("limit"):
+        text += (
+            f" **Smoke run (--limit {payload['limit']}): not comparable with the "
+            "protocol's figures.**"
+        )
+    return text
+
+
 def generate_queries(
     products: pd.DataFrame, params: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:

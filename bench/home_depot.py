@@ -57,6 +57,7 @@ from common import (
     generate_queries,
     load_params,
     parse_args,
+    provenance,
     setup,
     training_summary,
     write_results,
@@ -236,7 +237,7 @@ def _modes_row(label: str, modes: dict, model: str) -> str:
 
 
 def markdown(payload: dict) -> str:
-    env, data = payload["environment"], payload["data"]
+    data = payload["data"]
     lines = [
         "# Home Depot real queries: fine-tuning on offline queries, a search log, "
         "or both",
@@ -250,15 +251,7 @@ def markdown(payload: dict) -> str:
         f"every training: {data['validation_queries']} validation queries (they "
         "tune each model's fusion) and "
         f"{data['held_out_generated_queries']:,} generated test queries. Recipe: "
-        f"{payload['recipe']}. Device: {env['device']}"
-        + (f" ({env['accelerator']})" if env["accelerator"] else "")
-        + f", commit {env['git_commit']}."
-        + (
-            f" **Smoke run (--limit {payload['limit']}): not comparable with the "
-            "protocol's figures.**"
-            if payload["limit"]
-            else ""
-        ),
+        f"{payload['recipe']}. {provenance(payload)}",
         "",
         "Real queries, graded NDCG@10 against the base model (dense: exact cosine "
         "search; hybrid: through the database, with the fusion tuned for the model "

@@ -40,6 +40,7 @@ from common import (
     fmt_p,
     load_params,
     parse_args,
+    provenance,
     setup,
     write_results,
 )
@@ -133,7 +134,6 @@ def latency(table, reranker: Reranker, queries, vectors, options) -> list[dict]:
 
 
 def markdown(payload: dict) -> str:
-    env = payload["environment"]
     lines = [
         "# Reranking Home Depot's real queries with a cross-encoder we train",
         "",
@@ -142,15 +142,7 @@ def markdown(payload: dict) -> str:
         "bench/home_depot.py). Hybrid: the fine-tuned model's table with the "
         "fusion tuned for it on the validation queries; + rerank: its top "
         f"{payload['reranker']['top_n']} hits reordered by the reranker trained "
-        f"on the same source ({payload['recipe']}). Device: {env['device']}"
-        + (f" ({env['accelerator']})" if env["accelerator"] else "")
-        + f", {env['cpu_count']} CPU cores, commit {env['git_commit']}."
-        + (
-            f" **Smoke run (--limit {payload['limit']}): not comparable with the "
-            "protocol's figures.**"
-            if payload["limit"]
-            else ""
-        ),
+        f"on the same source ({payload['recipe']}). {provenance(payload)}",
         "",
         "| Trained on | Examples (pos / hard / random / logged) | Hybrid NDCG@10 | "
         "Hybrid + rerank | Δ | Wilcoxon p | 95% CI | Training (s) |",

@@ -23,6 +23,16 @@ def base_model():
     ).load()
 
 
+@pytest.fixture(scope="session")
+def reranker_base():
+    """MiniLM's weights as a cross-encoder with a new, untrained scoring head."""
+    from product_search.datasets import CrossEncoderModelDataset  # noqa: PLC0415
+
+    return CrossEncoderModelDataset(
+        model_name_or_path="sentence-transformers/all-MiniLM-L6-v2"
+    ).load()
+
+
 @pytest.fixture
 def tiny_products() -> pd.DataFrame:
     """Six prepared products (the output of ``prepare_products``)."""

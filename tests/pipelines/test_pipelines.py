@@ -16,7 +16,7 @@ from kedro.framework.project import configure_project
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from product_search.datasets import AnswerCache, CrossEncoderModelDataset
+from product_search.datasets import AnswerCache
 from product_search.pipeline_registry import register_pipelines
 
 ROOT = Path(__file__).parents[2]
@@ -40,11 +40,8 @@ def _params(name: str) -> dict:
 
 
 def test_data_generation_then_training_on_an_in_memory_catalog(
-    tiny_products, base_model, tmp_path
+    tiny_products, base_model, reranker_base, tmp_path
 ):
-    reranker_base = CrossEncoderModelDataset(
-        model_name_or_path="sentence-transformers/all-MiniLM-L6-v2"
-    ).load()
     pipelines = register_pipelines()
     pipeline = pipelines["data_generation"] + pipelines["training"]
     generation = _params("data_generation") | {"provider": "offline"}

@@ -10,7 +10,6 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
 
-from product_search.datasets import CrossEncoderModelDataset
 from product_search.pipelines.evaluation.pipeline import create_pipeline
 from tests import pg
 
@@ -47,14 +46,6 @@ OUTPUTS = ["metrics", "per_query_ndcg", "evaluation_report", "metrics_chart"]
 @pytest.fixture
 def make_dataset():
     yield from pg.dataset_factory(dimension=384)
-
-
-@pytest.fixture(scope="module")
-def reranker_base():
-    """MiniLM with an untrained scoring head: reranking is plumbing here."""
-    return CrossEncoderModelDataset(
-        model_name_or_path="sentence-transformers/all-MiniLM-L6-v2"
-    ).load()
 
 
 @pytest.fixture
@@ -114,6 +105,7 @@ def inputs(
                 }
             )
         ),  # fmt: skip
+        # Untrained: reranking is plumbing here.
         "reranker": MemoryDataset(reranker_base, copy_mode="assign"),
         "reranker_history": MemoryDataset({"trained": False}),
         "params:reranker": MemoryDataset(

@@ -11,10 +11,9 @@ import pytest
 import yaml
 
 from product_search.pipelines.training import nodes
+from tests.pipelines.training.conftest import MATERIALS
 
 CONF = Path(__file__).parents[3] / "conf" / "base"
-MATERIALS = ["oak wood", "stainless steel", "clear glass", "organic cotton",
-             "full grain leather", "recycled plastic", "bamboo", "wool"]  # fmt: skip
 
 
 @pytest.fixture
@@ -33,16 +32,6 @@ def products() -> pd.DataFrame:
             "text": [f"Storage box made of {m}, 20 litres" for m in MATERIALS],
         }
     )
-
-
-@pytest.fixture
-def pairs() -> pd.DataFrame:
-    rows = [
-        (f"q{i}-{j}", template.format(m=m), f"p{i}")
-        for i, m in enumerate(MATERIALS)
-        for j, template in enumerate(["{m} box", "storage in {m}"])
-    ]
-    return pd.DataFrame(rows, columns=["query_id", "query", "product_id"])
 
 
 NO_NEGATIVES = pd.DataFrame(columns=["query_id", "query", "product_id"])

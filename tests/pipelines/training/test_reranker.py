@@ -10,19 +10,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from product_search.datasets import CrossEncoderModelDataset
 from product_search.pipelines.training import nodes
-from tests.pipelines.training.test_nodes import MATERIALS, _epoch_mean_loss
+from tests.pipelines.training.conftest import MATERIALS
+from tests.pipelines.training.test_nodes import _epoch_mean_loss
 
 CONF = Path(__file__).parents[3] / "conf" / "base"
 BM25 = {"k1": 0.9, "b": 0.5}
-
-
-@pytest.fixture(scope="module")
-def reranker_base():
-    return CrossEncoderModelDataset(
-        model_name_or_path="sentence-transformers/all-MiniLM-L6-v2"
-    ).load()
 
 
 @pytest.fixture
@@ -41,16 +34,6 @@ def products() -> pd.DataFrame:
         {"product_id": [f"p{i}" for i in range(len(MATERIALS))], "title": titles,
          "text": titles}
     )  # fmt: skip
-
-
-@pytest.fixture
-def pairs() -> pd.DataFrame:
-    rows = [
-        (f"q{i}-{j}", template.format(m=m), f"p{i}")
-        for i, m in enumerate(MATERIALS)
-        for j, template in enumerate(["{m} box", "storage in {m}"])
-    ]
-    return pd.DataFrame(rows, columns=["query_id", "query", "product_id"])
 
 
 def test_examples_hold_each_positive_and_negatives_that_are_never_it(

@@ -173,6 +173,28 @@ def _with_hard_negatives(
     )
 
 
+def _training_arguments(
+    kind: type, output_dir: str, params: dict[str, Any], device: str, **extra: Any
+) -> Any:
+    """The trainer arguments both trainings share, from their parameters."""
+    return kind(
+        output_dir=output_dir,
+        num_train_epochs=params["epochs"],
+        per_device_train_batch_size=int(params["batch_size"]),
+        learning_rate=float(params["learning_rate"]),
+        # transformers 5: a float below 1 is a ratio of the total steps.
+        warmup_steps=float(params["warmup_ratio"]),
+        seed=int(params["seed"]),
+        data_seed=int(params["seed"]),
+        use_cpu=device == "cpu",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=False,
+        **extra,
+    )
+
+
 class _LossLogger(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
@@ -225,24 +247,12 @@ def train_model(
     loss = _build_loss(model, params)
 
     with tempfile.TemporaryDirectory(prefix="product-search-training-") as output_dir:
-        args = SentenceTransformerTrainingArguments(
-            output_dir=output_dir,
-            num_train_epochs=params["epochs"],
-            per_device_train_batch_size=int(params["batch_size"]),
-            learning_rate=float(params["learning_rate"]),
-            # transformers 5: a float below 1 is a ratio of the total steps.
-            warmup_steps=float(params["warmup_ratio"]),
-            seed=int(params["seed"]),
-            data_seed=int(params["seed"]),
+        args = _training_arguments(
+            SentenceTransformerTrainingArguments, output_dir, params, device,
             # Identical texts in a batch would be false in-batch negatives.
             batch_sampler=BatchSamplers.NO_DUPLICATES,
             bf16=bool(params.get("bf16")) and device == "cuda",
-            use_cpu=device == "cpu",
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=False,
-        )
+        )  # fmt: skip
         trainer = SentenceTransformerTrainer(
             model=model,
             args=args,
@@ -370,19 +380,8 @@ def train_reranker(
     model = copy.deepcopy(reranker_base).to(device)
     model.max_length = int(params["max_length"])
     with tempfile.TemporaryDirectory(prefix="product-search-reranker-") as output_dir:
-        args = CrossEncoderTrainingArguments(
-            output_dir=output_dir,
-            num_train_epochs=params["epochs"],
-            per_device_train_batch_size=int(params["batch_size"]),
-            learning_rate=float(params["learning_rate"]),
-            warmup_steps=float(params["warmup_ratio"]),
-            seed=int(params["seed"]),
-            data_seed=int(params["seed"]),
-            use_cpu=device == "cpu",
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=False,
+        args = _training_arguments(
+            CrossEncoderTrainingArguments, output_dir, params, device
         )
         trainer = CrossEncoderTrainer(
             model=model,
