@@ -366,11 +366,14 @@ def promotion_verdict(
     min_gain: float | None,
     samples: int,
     seed: int,
+    names: tuple[str, str] = ("The candidate model", "the serving one"),
 ) -> dict[str, Any]:
     """Whether the ``candidate`` model may replace the ``baseline`` (serving)
     one, from their per-query ``metric`` on ``queries`` (a name for people):
     refused when it is significantly worse, or gains less than ``min_gain``
-    (None: no minimum). ``reason`` says why in one sentence."""
+    (None: no minimum). ``reason`` says why in one sentence, naming the two
+    as ``names``."""
+    candidate_name, baseline_name = names
     comparison = paired_comparison(
         baseline, candidate, alpha=alpha, samples=samples, seed=seed
     )
@@ -387,21 +390,23 @@ def promotion_verdict(
     )
     if significant and delta < 0:
         promote = False
-        reason = f"The candidate model is significantly worse than the serving one ({figures})."
+        reason = (
+            f"{candidate_name} is significantly worse than {baseline_name} ({figures})."
+        )
     elif min_gain is not None and delta < min_gain:
         promote = False
         reason = (
-            f"The candidate model gains less than the required {min_gain:+.4f} "
+            f"{candidate_name} gains less than the required {min_gain:+.4f} "
             f"({figures})."
         )
     elif significant:
         promote = True
-        reason = f"The candidate model is significantly better than the serving one ({figures})."
+        reason = f"{candidate_name} is significantly better than {baseline_name} ({figures})."
     else:
         promote = True
         reason = (
-            "The candidate model is not significantly different from the serving "
-            f"one ({figures}), so it is not worse."
+            f"{candidate_name} is not significantly different from {baseline_name} "
+            f"({figures}), so it is not worse."
         )
     return {
         "metric": metric,

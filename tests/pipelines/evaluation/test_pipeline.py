@@ -307,6 +307,8 @@ def test_a_trained_reranker_adds_a_reranked_row_and_a_verdict(
         - real["hybrid_fine_tuned"]["ndcg@10"]
     )
     assert verdict["deploy"] == (not (verdict["significant"] and verdict["delta"] < 0))
+    assert verdict["reason"].startswith("Hybrid search reranked is ")
+    assert "hybrid search alone (ndcg@10" in verdict["reason"]
     report = catalog.load("evaluation_report")
     assert "| Hybrid + rerank, fine-tuned model |" in report
     assert (

@@ -689,6 +689,7 @@ def _reranker_verdict(
         queries="real queries" if real else "held-out test queries",
         models=("hybrid search", f"hybrid search reranked by {reranker.model_id}"),
         min_gain=reranker_params.get("min_gain"),
+        names=("Hybrid search reranked", "hybrid search alone"),
         **_statistics(params, promotion),
     )
     logger.info("Reranker: %s", verdict["reason"])
