@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kedro.io.core import Version
 from pydantic import ValidationError
 
+from product_search.datasets import CrossEncoderModelDataset
 from product_search.search.table import SearchOptions, SearchTable
 from product_search.service.project import (
     project_catalog,
     search_defaults,
     served_model_and_table,
+    served_reranker,
 )
 from product_search.service.settings import ServiceSettings
 
@@ -88,3 +91,24 @@ def test_search_settings_override_the_projects_options(monkeypatch):
     assert (options.lexical_depth, options.ef_search) == (30, 100)
     with pytest.raises(ValidationError):
         ServiceSettings(fusion="max")
+
+
+def test_the_service_loads_the_reranker_its_table_version_names(
+    reranker_base, tmp_path, caplog
+):
+    path, version = str(tmp_path / "reranker"), "2026-11-27T08.00.00.000Z"
+    CrossEncoderModelDataset(
+        model_name_or_path=path, version=Version(None, version)
+    ).save(reranker_base)
+    shipped = {"model": f"{path}@{version}", "top_n": 30, "text_columns": ["title"]}
+
+    reranker = served_reranker({"reranker": shipped})
+
+    assert reranker.describe() == shipped
+    pairs = [("drill", "cordless drill")]
+    assert reranker.model.predict(pairs) == pytest.approx(reranker_base.predict(pairs))
+    assert served_reranker({"reranker": None}) is None
+    assert served_reranker(None) is None
+    gone = shipped | {"model": f"{path}@2026-11-28T08.00.00.000Z"}
+    assert served_reranker({"reranker": gone}) is None
+    assert "/search will not rerank" in caplog.text
