@@ -174,7 +174,8 @@ def trained_model(
     if folder and (folder / "history.json").exists():
         history = json.loads((folder / "history.json").read_text())
         same_recipe = history["parameters"] == json.loads(json.dumps(training))
-        if same_recipe and history["train_pairs"] == len(data[0]):
+        # Compared with the pairs given, before duplicates are dropped.
+        if same_recipe and history["pairs"]["input_pairs"] == len(data[0]):
             print(f"Reusing the model trained on {SOURCES[source]} in {folder}")
             device = training["device"]
             return SentenceTransformer(str(folder), device=device), history

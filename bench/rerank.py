@@ -79,7 +79,7 @@ def trained_reranker(
     if folder and (folder / "history.json").exists():
         history = json.loads((folder / "history.json").read_text())
         same = history["parameters"] == json.loads(json.dumps(params))
-        if same and history["pairs"]["used_pairs"] == len(data[0]):
+        if same and history["pairs"]["input_pairs"] == len(data[0]):
             print(f"Reusing the reranker trained on {SOURCES[source]} in {folder}")
             loaded = CrossEncoderModelDataset(
                 model_name_or_path=str(folder), load_args={"device": params["device"]}
