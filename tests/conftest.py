@@ -33,6 +33,14 @@ def reranker_base():
     ).load()
 
 
+@pytest.fixture(scope="session")
+def onnx_export(base_model):
+    """all-MiniLM-L6-v2 exported to ONNX, fp32 and int8 (~5 s, once)."""
+    from product_search.search.onnx import export_onnx  # noqa: PLC0415
+
+    return export_onnx(base_model, "all-MiniLM-L6-v2", int8=True)
+
+
 @pytest.fixture
 def tiny_products() -> pd.DataFrame:
     """Six prepared products (the output of ``prepare_products``)."""

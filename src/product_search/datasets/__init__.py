@@ -1,6 +1,7 @@
 """Kedro datasets of this project."""
 
 from product_search.datasets.answer_cache import AnswerCache, AnswerCacheDataset
+from product_search.datasets.onnx_model import OnnxModelDataset
 from product_search.datasets.optional_csv import OptionalCSVDataset
 from product_search.datasets.pgvector_table import PgVectorTableDataset
 from product_search.datasets.sentence_transformer_model import (
@@ -15,6 +16,7 @@ __all__ = [
     "AnswerCache",
     "AnswerCacheDataset",
     "CrossEncoderModelDataset",
+    "OnnxModelDataset",
     "OptionalCSVDataset",
     "PgVectorTableDataset",
     "SentenceTransformerModelDataset",

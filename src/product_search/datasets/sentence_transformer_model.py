@@ -40,9 +40,12 @@ def resolve_model_path(name_or_path: str) -> str:
 KEDRO_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}\.\d{2}\.\d{2}\.\d{3}Z")
 
 
-def model_id(model: SentenceTransformer) -> str:
+def model_id(model: SentenceTransformer | Any) -> str:
     """The name a model was loaded under: a hub name, a path, or ``path@version``
-    for a version of a versioned dataset."""
+    for a version of a versioned dataset. An encoder that is not a
+    sentence-transformers model (e.g. an ONNX export) carries its ``model_id``."""
+    if not hasattr(model, "model_card_data"):
+        return model.model_id
     return model.model_card_data.model_id or model.tokenizer.name_or_path
 
 

@@ -13,7 +13,7 @@ from kedro.io.core import Version
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 
-from product_search.datasets import SentenceTransformerModelDataset
+from product_search.datasets import OnnxModelDataset, SentenceTransformerModelDataset
 from product_search.errors import PromotionRefusedError
 from product_search.pipelines.deployment import create_pipeline
 from product_search.pipelines.deployment.nodes import (
@@ -168,6 +168,8 @@ def _catalog(products, model, params, table, serving, *, verdict, decision_path)
             "serving_search_table": serving,
             "product_embeddings": table,
             "promotion_decision": JSONDataset(filepath=str(decision_path)),
+            "params:onnx": MemoryDataset({"int8": False, "opset": 17}),
+            "onnx_model": OnnxModelDataset(path=str(decision_path.parent / "onnx")),
         }
     )
 
@@ -200,6 +202,9 @@ def test_pipeline_writes_the_products_to_the_search_table(
     assert info["reranker"] == reranker_release(
         {"search_modes": {"reranker": RERANKER}}
     )
+    # The deployed model, exported for the service's ONNX backend.
+    export = OnnxModelDataset(path=str(tmp_path / "onnx")).load()
+    assert (export.model_id, sorted(export.graphs)) == (MODEL, ["fp32"])
 
 
 def test_a_refused_candidate_leaves_the_serving_table_and_force_deploys_it(
@@ -236,11 +241,14 @@ def test_a_refused_candidate_leaves_the_serving_table_and_force_deploys_it(
     assert table.load().info() == before
     assert table.load().frame()["product_id"].tolist() == ["p1", "p2"]
     assert refused.load("promotion_decision")["deploy"] is False
+    # The serving model's ONNX export stays too.
+    assert refused.load("onnx_model").model_id == MODEL
 
     refused["params:promotion"] = MemoryDataset({"force": True})
     SequentialRunner().run(create_pipeline(), refused)
     assert table.load().info()["model"] == "worse-model"
     assert table.load().info()["row_count"] == 6
+    assert refused.load("onnx_model").model_id == "worse-model"
     decision = refused.load("promotion_decision")
     assert (decision["deploy"], decision["forced"], decision["promote"]) == (
         True, True, False,

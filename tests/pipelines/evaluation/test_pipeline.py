@@ -25,6 +25,7 @@ SECTIONS = [
     "## Fine-tuning configuration",
     "## Results",
     "## Search modes",
+    "## ONNX Runtime backend",
     "## Key findings",
     "## Search examples",
     "## Real shopper queries",
@@ -110,6 +111,9 @@ def inputs(
         "reranker_history": MemoryDataset({"trained": False}),
         "params:reranker": MemoryDataset(
             {"top_n": 4, "text_columns": ["title"], "min_gain": None}
+        ),
+        "params:onnx": MemoryDataset(
+            {"int8": False, "opset": 17, "evaluate": True, "threads": 1}
         ),
         "base_search_table": make_dataset(),
         "fine_tuned_search_table": make_dataset(),
@@ -236,6 +240,8 @@ def test_report_has_every_section_and_the_sample_queries(without_judgments):
     assert "| Loss, first → last step | 1.2500 → 0.5000 |" in report
     assert "offline template generator" in report
     assert "Skipped: no human relevance judgments were supplied" in report
+    # The ONNX export scored as torch was: the same model, so no change.
+    assert "| NDCG@10 (held-out queries) | 1.0000 | 1.0000 (+0.00000) |" in report
 
 
 def test_chart_is_a_panel_of_grouped_bars_and_one_of_search_modes(without_judgments):

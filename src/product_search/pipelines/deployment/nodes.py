@@ -24,6 +24,7 @@ from product_search.search.index import (
     build_product_index,
     unit_vectors,
 )
+from product_search.search.onnx import OnnxExport, export_onnx
 from product_search.search.table import SearchOptions, SearchTable
 
 logger = logging.getLogger(__name__)
@@ -128,6 +129,16 @@ def reranker_release(metrics: dict[str, Any]) -> dict[str, Any]:
         logger.warning("The reranker is not deployed: %s", verdict["reason"])
         return {}
     return {key: verdict[key] for key in ("model", "top_n", "text_columns")}
+
+
+def export_served_model(model: SentenceTransformer, onnx: dict[str, Any]) -> OnnxExport:
+    """The deployed model exported to ONNX for the service's ONNX Runtime
+    backend (fp32, and int8 with ``onnx.int8``)."""
+    export = export_onnx(
+        model, model_id(model), int8=bool(onnx.get("int8")), opset=int(onnx["opset"])
+    )
+    logger.info("Exported %s to ONNX (%s).", export.model_id, ", ".join(export.graphs))
+    return export
 
 
 def embed_products(

@@ -2,7 +2,13 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import decide_promotion, index_products, promoted_model, reranker_release
+from .nodes import (
+    decide_promotion,
+    export_served_model,
+    index_products,
+    promoted_model,
+    reranker_release,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -33,6 +39,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["fine_tuned_model", "promotion_decision"],
                 outputs="model_to_deploy",
                 name="promoted_model_node",
+            ),
+            Node(
+                export_served_model,
+                inputs=["model_to_deploy", "params:onnx"],
+                outputs="onnx_model",
+                name="export_served_model_node",
             ),
             Node(
                 reranker_release,

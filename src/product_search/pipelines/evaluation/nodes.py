@@ -17,6 +17,7 @@ from product_search import metrics as m
 from product_search.datasets import model_id
 from product_search.search import fusion
 from product_search.search.index import unit_vectors
+from product_search.search.onnx import OnnxEncoder, export_onnx
 from product_search.search.rerank import Reranker, reranked_search
 from product_search.search.table import Hit, Mode, SearchOptions, SearchTable
 
@@ -290,6 +291,47 @@ def evaluate_model(
     }
 
 
+def evaluate_onnx(
+    model: SentenceTransformer,
+    evaluation_set: dict[str, Any],
+    torch_evaluation: dict[str, Any],
+    params: dict[str, Any],
+    onnx: dict[str, Any],
+) -> dict[str, Any]:
+    """Score ``model`` exported to ONNX (fp32, and int8 when ``onnx.int8``)
+    with the code that scored it in torch (``torch_evaluation``): what the
+    service's ONNX backend changes in each metric. ``{}`` when ``onnx.evaluate``
+    is false."""
+    if not onnx.get("evaluate", True):
+        return {}
+    export = export_onnx(
+        model, model_id(model), int8=bool(onnx.get("int8")), opset=int(onnx["opset"])
+    )
+    variants = {}
+    for variant in export.graphs:
+        scored = evaluate_model(
+            OnnxEncoder(export, variant, onnx.get("threads")), evaluation_set, params
+        )
+        variants[variant] = {
+            "metrics": m.compare(torch_evaluation["metrics"], scored["metrics"]),
+            "real_queries": (
+                m.compare(
+                    torch_evaluation["real_queries"]["metrics"],
+                    scored["real_queries"]["metrics"],
+                )
+                if scored["real_queries"]
+                else {}
+            ),
+        }
+        primary = params["primary_metric"]
+        change = variants[variant]["metrics"][primary]
+        logger.info(
+            "ONNX %s: %s = %.4f (torch %.4f, %+.5f)",
+            variant, primary, change["fine_tuned"], change["baseline"], change["delta"],
+        )  # fmt: skip
+    return {"model": export.model_id, "variants": variants}
+
+
 def _statistics(params: dict[str, Any], promotion: dict[str, Any]) -> dict[str, Any]:
     """How every paired comparison is tested: the gate's p-value, the
     evaluation's bootstrap."""
@@ -343,11 +385,13 @@ def compare_models(
     evaluation_set: dict[str, Any],
     params: dict[str, Any],
     promotion: dict[str, Any],
+    onnx_metrics: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Every metric of both models with its change, whether the primary metric's
-    change is significant, the metrics of each search mode, the verdict of the
-    promotion gate on the fine-tuned model (``promotion``), and the per-query
-    primary metric of both models."""
+    change is significant, the metrics of each search mode, what the ONNX
+    export changes (``onnx_metrics``), the verdict of the promotion gate on the
+    fine-tuned model (``promotion``), and the per-query primary metric of both
+    models."""
     primary = params["primary_metric"]
     base_pq = baseline_evaluation["per_query_ndcg"]
     tuned_pq = fine_tuned_evaluation["per_query_ndcg"]
@@ -365,6 +409,7 @@ def compare_models(
         "significance": {"metric": primary}
         | m.paired_comparison(base_pq, tuned_pq, **_statistics(params, promotion)),
         "search_modes": search_mode_metrics,
+        "onnx": onnx_metrics or {},
     }
     judged = evaluation_set["judged"]
     if judged:

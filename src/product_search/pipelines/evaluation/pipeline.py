@@ -8,6 +8,7 @@ from .nodes import (
     build_evaluation_set,
     compare_models,
     evaluate_model,
+    evaluate_onnx,
     evaluate_search_modes,
     plot_metrics,
     tune_search_options,
@@ -94,6 +95,19 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="search_mode_metrics",
                 name="evaluate_search_modes_node",
             ),
+            # The service's ONNX Runtime backend, scored as torch was.
+            Node(
+                evaluate_onnx,
+                inputs=[
+                    "fine_tuned_model",
+                    "evaluation_set",
+                    "fine_tuned_evaluation",
+                    "params:evaluation",
+                    "params:onnx",
+                ],
+                outputs="onnx_metrics",
+                name="evaluate_onnx_node",
+            ),
             Node(
                 compare_models,
                 inputs={
@@ -103,6 +117,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "evaluation_set": "evaluation_set",
                     "params": "params:evaluation",
                     "promotion": "params:promotion",
+                    "onnx_metrics": "onnx_metrics",
                 },
                 outputs=["metrics", "per_query_ndcg"],
                 name="compare_models_node",

@@ -312,6 +312,37 @@ def _results(metrics: dict[str, Any]) -> list[str]:
     ]
 
 
+def _onnx(metrics: dict[str, Any]) -> list[str]:
+    onnx = metrics.get("onnx")
+    if not onnx:
+        return []
+    variants = onnx["variants"]
+    sources = [("held-out queries", "metrics")]
+    if any(v["real_queries"] for v in variants.values()):
+        sources.append(("real queries", "real_queries"))
+    rows = []
+    for label, key in sources:
+        for name, torch_change in next(iter(variants.values()))[key].items():
+            cells = [
+                f"{metric_label(name)} ({label})",
+                _value(torch_change["baseline"]),
+            ]
+            for variant in variants.values():
+                change = variant[key][name]
+                cells.append(f"{_value(change['fine_tuned'])} ({change['delta']:+.5f})")
+            rows.append(cells)
+    return [
+        "## ONNX Runtime backend",
+        "",
+        f"`{onnx['model']}` exported to ONNX and scored by the same code as in "
+        "torch; the service serves the export with `SEARCH_BACKEND=auto|onnx`. "
+        "In brackets: the change from torch.",
+        "",
+        *_table(("Metric", "torch", *(f"ONNX {v}" for v in variants)), rows),
+        "",
+    ]
+
+
 def _findings(metrics: dict[str, Any]) -> list[str]:
     primary = metrics["primary_metric"]
     changes, sig = metrics["metrics"], metrics["significance"]
@@ -651,6 +682,7 @@ def render_report(
         *_training(training_history),
         *_results(metrics),
         *_search_modes(metrics),
+        *_onnx(metrics),
         *_findings(metrics),
         *_deployment(metrics),
         *_examples(examples, int(params["top_k_examples"])),

@@ -1,0 +1,112 @@
+"""The ONNX export of a sentence-transformers model against the model itself."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from kedro.io.core import DatasetError
+
+from product_search.datasets import OnnxModelDataset, model_id
+from product_search.search.index import unit_vectors
+from product_search.search.onnx import OnnxEncoder
+
+TEXTS = [
+    "cordless drill",
+    "3/4 in. pvc elbow",
+    "Ryobi 18V ONE+ lithium-ion cordless drill/driver kit with battery, "
+    "charger and bag; " * 30,  # far beyond the 256-token limit: truncated
+    "Ünïcödé café crème",
+    "x",
+]
+
+
+def test_fp32_vectors_equal_torchs_within_1e_4(base_model, onnx_export):
+    expected = unit_vectors(base_model, TEXTS, batch_size=8)
+
+    vectors = OnnxEncoder(onnx_export, "fp32", threads=1).encode(TEXTS, batch_size=2)
+
+    assert vectors.dtype == np.float32
+    assert vectors.shape == (5, 384)
+    np.testing.assert_allclose(vectors, expected, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+
+
+def test_a_text_gets_the_same_vector_alone_or_in_a_batch(onnx_export):
+    encoder = OnnxEncoder(onnx_export)
+
+    together = encoder.encode(TEXTS)
+    alone = np.stack([encoder.encode(text) for text in TEXTS])
+
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+
+
+def test_int8_vectors_stay_close_to_fp32(onnx_export):
+    fp32 = OnnxEncoder(onnx_export, "fp32").encode(TEXTS)
+    int8 = OnnxEncoder(onnx_export, "int8").encode(TEXTS)
+
+    cosines = (fp32 * int8).sum(axis=1)
+    assert cosines.min() > 0.97
+    assert not np.allclose(fp32, int8, atol=1e-4)  # it is another graph
+
+
+def test_encoder_speaks_the_evaluations_interface(onnx_export):
+    encoder = OnnxEncoder(onnx_export)
+
+    tensor = encoder.encode_query(TEXTS[:2], convert_to_tensor=True, prompt_name=None)
+
+    assert isinstance(tensor, torch.Tensor)
+    assert tensor.shape == (2, 384)
+    assert model_id(encoder) == "all-MiniLM-L6-v2"
+    assert encoder.describe()["variant"] == "fp32"
+
+
+def test_missing_variant_is_refused(base_model):
+    from product_search.search.onnx import export_onnx  # noqa: PLC0415
+
+    export = export_onnx(base_model, "m")
+
+    assert sorted(export.graphs) == ["fp32"]
+    with pytest.raises(ValueError, match="has no int8 graph"):
+        OnnxEncoder(export, "int8")
+
+
+def test_dataset_round_trip_keeps_graphs_tokenizer_and_source(tmp_path, onnx_export):
+    dataset = OnnxModelDataset(path=str(tmp_path / "onnx_model"))
+    assert not dataset.exists()
+
+    dataset.save(onnx_export)
+    loaded = dataset.load()
+
+    assert dataset.exists()
+    assert sorted(p.name for p in (tmp_path / "onnx_model").iterdir()) == [
+        "model.onnx", "model_int8.onnx", "onnx_config.json", "tokenizer",
+    ]  # fmt: skip
+    config = json.loads((tmp_path / "onnx_model" / "onnx_config.json").read_text())
+    assert config["model"] == "all-MiniLM-L6-v2"
+    assert config["variants"] == ["fp32", "int8"]
+    assert loaded.graphs == onnx_export.graphs
+    np.testing.assert_array_equal(
+        OnnxEncoder(loaded).encode(TEXTS), OnnxEncoder(onnx_export).encode(TEXTS)
+    )
+
+
+def test_a_new_export_replaces_the_old_one_whole(tmp_path, onnx_export):
+    dataset = OnnxModelDataset(path=str(tmp_path / "onnx_model"))
+    dataset.save(onnx_export)
+    fp32_only = type(onnx_export)(
+        **{**onnx_export.__dict__, "graphs": {"fp32": onnx_export.graphs["fp32"]}}
+    )
+
+    dataset.save(fp32_only)
+
+    assert not (tmp_path / "onnx_model" / "model_int8.onnx").exists()
+    assert not (tmp_path / "onnx_model.partial").exists()
+    assert sorted(dataset.load().graphs) == ["fp32"]
+
+
+def test_loading_a_missing_export_says_how_to_make_one(tmp_path):
+    with pytest.raises(DatasetError, match="kedro run --pipeline deployment"):
+        OnnxModelDataset(path=str(tmp_path / "nothing")).load()
