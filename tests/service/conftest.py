@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
+import numpy as np
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from product_search.pipelines.deployment.nodes import index_products
 from product_search.service import create_app
-from product_search.service.encoder import Encoder
+from product_search.service.deps import Served, get_served
+from product_search.service.encoder import Encoder, TorchBackend
 from product_search.service.settings import ServiceSettings
 from tests import pg
 
@@ -15,9 +21,21 @@ from tests import pg
 LIMITS = {"max_texts": 4, "max_text_chars": 60, "max_k": 5, "default_k": 2}
 
 
+def serving(served: Served, settings: ServiceSettings | None = None) -> FastAPI:
+    """The app serving ``served`` in place of the Kedro project's model and table."""
+    app = create_app(settings or ServiceSettings(**LIMITS))
+    app.dependency_overrides[get_served] = lambda: served
+    return app
+
+
 @pytest.fixture(scope="session")
-def encoder(base_model) -> Encoder:
-    return Encoder(base_model)
+def torch_backend(base_model) -> TorchBackend:
+    return TorchBackend(base_model, batch_size=64)
+
+
+@pytest.fixture(scope="session")
+def encoder(torch_backend) -> Encoder:
+    return Encoder(torch_backend)
 
 
 @pytest.fixture
@@ -52,8 +70,7 @@ def make_client(encoder):
     clients = []
 
     def make(table) -> TestClient:
-        app = create_app(encoder, table, ServiceSettings(**LIMITS))
-        clients.append(TestClient(app).__enter__())
+        clients.append(TestClient(serving(Served(encoder, table))).__enter__())
         return clients[-1]
 
     yield make
@@ -70,3 +87,39 @@ def client(make_client, deployed_table) -> TestClient:
 def bare_client(make_client, make_table) -> TestClient:
     """A client over a table that was never saved: enough to test bad input."""
     return make_client(make_table())
+
+
+async def queued(encoder: Encoder, texts: list[str]) -> asyncio.Task[np.ndarray]:
+    """A request to ``encoder``, waiting in its queue when this returns."""
+    task = asyncio.ensure_future(encoder.aencode(texts))
+    await asyncio.sleep(0)
+    return task
+
+
+class Recording:
+    """The real backend, keeping the texts of each encode call."""
+
+    def __init__(self, backend: TorchBackend) -> None:
+        self.backend = backend
+        self.name, self.model_id = backend.name, backend.model_id
+        self.dimension = backend.dimension
+        self.calls: list[list[str]] = []
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        return self.backend.encode(texts)
+
+
+class Gated(Recording):
+    """Holds each encode until ``gate`` opens; ``started`` says one began, so
+    that a test knows the batcher is busy."""
+
+    def __init__(self, backend: TorchBackend) -> None:
+        super().__init__(backend)
+        self.started, self.gate = threading.Event(), threading.Event()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.started.set()
+        if not self.gate.wait(timeout=60):
+            raise TimeoutError("The test never opened the gate.")
+        return super().encode(texts)

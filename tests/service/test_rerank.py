@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from product_search.search.rerank import Reranker
-from product_search.service.main import create_app
+from product_search.service.deps import Served
 from product_search.service.settings import ServiceSettings
-from tests.service.conftest import LIMITS
+from tests.service.conftest import serving
 
 
 class Alphabetical:
@@ -34,10 +34,9 @@ def scorer() -> Alphabetical:
 @pytest.fixture
 def reranking_client(encoder, deployed_table, scorer):
     reranker = Reranker(scorer, "rerankers/alphabetical@v1", 4, ("title", "brand"))
-    app = create_app(
-        encoder, deployed_table, ServiceSettings(**LIMITS), reranker=reranker
-    )
-    with TestClient(app) as client:
+    with TestClient(
+        serving(Served(encoder, deployed_table, reranker=reranker))
+    ) as client:
         yield client
 
 

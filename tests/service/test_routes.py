@@ -10,7 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from product_search.search.table import SearchOptions
-from product_search.service.main import create_app
+from product_search.service.deps import Served
+from product_search.service.encoder import Encoder
+from tests.service.conftest import Gated, queued, serving
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -34,26 +36,46 @@ def test_embed_returns_the_models_unit_vectors(client, base_model):
     )
 
 
-def test_concurrent_requests_are_encoded_together_with_the_same_result(
-    encoder, base_model, monkeypatch
-):
-    texts = [["cast iron pan"], ["hiking boots", "earbuds"], ["chew toy"]]
-    calls = []
-    encode = encoder.encode
-    monkeypatch.setattr(encoder, "encode", lambda t: calls.append(t) or encode(t))
+def test_a_full_queue_is_a_503_with_retry_after_at_once(torch_backend, deployed_table):
+    backend = Gated(torch_backend)
+    encoder = Encoder(backend, max_queue_texts=4)
 
-    async def three_at_once():
-        return await asyncio.gather(*(encoder.aencode(t) for t in texts))
+    with TestClient(serving(Served(encoder, deployed_table))) as client:
+        try:
+            # In the app's event loop: one encode under way, held at the gate,
+            # and four texts waiting behind it, as many as may wait.
+            encoding = client.portal.call(queued, encoder, ["under way"])
+            assert backend.started.wait(timeout=60)
+            waiting = client.portal.call(queued, encoder, ["a", "b", "c", "d"])
 
-    results = asyncio.run(three_at_once())
+            embed = client.post("/embed", json={"texts": ["one more"]})
+            search = client.post("/search", json={"query": "pan", "mode": "dense"})
+            lexical = client.post("/search", json={"query": "pan", "mode": "lexical"})
+            health = client.get("/health").json()
+        finally:
+            backend.gate.set()
+        client.portal.call(asyncio.gather, encoding, waiting)
+        after = client.post("/embed", json={"texts": ["one more"]})
 
-    # All three requests were waiting when the model became free: one call.
-    assert calls == [["cast iron pan", "hiking boots", "earbuds", "chew toy"]]
-
-    for batch, vectors in zip(texts, results, strict=True):
-        np.testing.assert_allclose(
-            vectors, base_model.encode(batch, normalize_embeddings=True), atol=1e-5
+    for refused in (embed, search):
+        assert refused.status_code == 503
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.json()["detail"].startswith(
+            "4 texts are waiting to be encoded; the limit is 4 (SEARCH_MAX_QUEUE_TEXTS)."
         )
+    # BM25 alone encodes nothing.
+    assert lexical.status_code == 200
+    assert health["batcher"] == {
+        "max_batch_texts": 64,
+        "max_wait_ms": 0.0,
+        "max_queue_texts": 4,
+        "queued_texts": 4,
+    }
+    assert after.status_code == 200
+    np.testing.assert_allclose(
+        after.json()["embeddings"], torch_backend.encode(["one more"]), atol=1e-6
+    )
+    assert backend.calls == [["under way"], ["a", "b", "c", "d"], ["one more"]]
 
 
 # ---------------------------------------------------------------- /search
@@ -218,6 +240,13 @@ def test_health_shows_model_and_table_version(client, deployed_table):
         "status": "ok",
         "model": MODEL,
         "dimension": 384,
+        "backend": "torch",
+        "batcher": {
+            "max_batch_texts": 64,
+            "max_wait_ms": 0.0,
+            "max_queue_texts": 1024,
+            "queued_texts": 0,
+        },
         "database": True,
         "model_matches_table": True,
         "search_options": SearchOptions().model_dump(),
@@ -235,8 +264,8 @@ def test_health_shows_the_promotion_gates_last_decision(encoder, deployed_table)
         "metric": "ndcg@10", "queries": "real queries",
         "decided_at": "2026-11-27T06:00:00+00:00", "comparison": {"alpha": 0.05},
     }  # fmt: skip
-    app = create_app(encoder, deployed_table, promotion=lambda: decision)
-    with TestClient(app) as client:
+    served = Served(encoder, deployed_table, promotion=lambda: decision)
+    with TestClient(serving(served)) as client:
         body = client.get("/health").json()
     assert body["promotion"] == {
         key: value for key, value in decision.items() if key != "comparison"
@@ -267,6 +296,24 @@ def test_health_is_503_when_the_database_is_unreachable(make_client, make_table)
     assert "the database is unreachable" in body["detail"]
     assert client.post("/search", json={"query": "pan", "k": 1}).status_code == 503
     assert client.post("/embed", json={"texts": ["pan"]}).status_code == 200
+
+
+def test_health_is_503_when_the_table_cannot_be_read(
+    make_client, make_table, deployed_table
+):
+    # The deployed table, read as one of another dimension: the database
+    # answers, but the table cannot be read.
+    misread = make_table(table_name=deployed_table.table_name, dimension=8)
+    client = make_client(misread)
+
+    response = client.get("/health")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert (body["status"], body["database"], body["table"]) == ("error", True, None)
+    assert (
+        "holds vectors of dimension 384, but it is configured for 8" in (body["detail"])
+    )
 
 
 def test_health_flags_a_table_built_by_another_model(

@@ -1,18 +1,33 @@
-"""Settings and what `python -m product_search.service` reads from the project."""
+"""Settings, what the service reads from the project, and its lifespan: what
+it loads on start-up and releases on shutdown, SIGTERM included."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+import psutil
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 from kedro.io.core import Version
 from pydantic import ValidationError
 
 from product_search.datasets import CrossEncoderModelDataset
 from product_search.search.table import SearchOptions, SearchTable
+from product_search.service.__main__ import main
+from product_search.service.deps import Served
+from product_search.service.main import create_app
 from product_search.service.project import (
     project_catalog,
     search_defaults,
@@ -20,6 +35,7 @@ from product_search.service.project import (
     served_reranker,
 )
 from product_search.service.settings import ServiceSettings
+from tests.service.conftest import LIMITS
 
 PROJECT = Path(__file__).parents[2]
 
@@ -38,6 +54,65 @@ def test_default_k_above_max_k_is_refused():
         ServiceSettings(max_k=5)
 
 
+def test_a_queue_too_short_for_one_request_is_refused():
+    with pytest.raises(ValidationError, match=r"max_queue_texts \(10\) must be at"):
+        ServiceSettings(max_queue_texts=10, max_texts=64)
+
+
+def test_the_uvicorn_factory_reads_its_settings_from_the_environment(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setenv("SEARCH_PROJECT_PATH", str(tmp_path))
+    monkeypatch.setenv("SEARCH_MAX_WAIT_MS", "2.5")
+
+    settings = create_app().state.settings
+
+    assert (settings.project_path, settings.max_wait_ms) == (tmp_path, 2.5)
+    assert (settings.conf_source, settings.max_queue_texts) == (None, 1024)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--port", "0"], "Input should be greater than or equal to 1"),
+        (["--project-path", "{tmp_path}"], "Could not find the project configuration"),
+    ],
+)
+def test_the_command_says_why_it_cannot_start(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([arg.format(tmp_path=tmp_path) for arg in argv])
+
+    assert exit_.value.code == 1
+    error = capsys.readouterr().err
+    assert error.startswith("Cannot start the service: ")
+    assert message in error
+    assert "Traceback" not in error
+
+
+def test_the_lifespan_loads_what_the_app_serves_and_releases_it(
+    encoder, deployed_table
+):
+    events = []
+
+    @contextmanager
+    def load(settings: ServiceSettings):
+        events.append(("load", settings.max_texts))
+        yield Served(encoder, deployed_table)
+        events.append("release")
+
+    app = create_app(ServiceSettings(**LIMITS), load=load)
+    assert events == []
+    with TestClient(app) as client:
+        assert events == [("load", 4)]
+        health = client.get("/health")
+        embed = client.post("/embed", json={"texts": ["pan"] * 5})
+    assert events == [("load", 4), "release"]
+
+    assert (health.status_code, health.json()["status"]) == (200, "ok")
+    # The app's settings: at most 4 texts.
+    assert embed.status_code == 422
+
+
 class Records(logging.Handler):
     def __init__(self) -> None:
         super().__init__()
@@ -47,16 +122,21 @@ class Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def test_project_without_a_fine_tuned_model_serves_the_base_model(
-    tmp_path, monkeypatch
-):
-    # The project's base configuration, run from an empty folder (the catalog's
-    # paths are relative): nothing has been trained there.
+@pytest.fixture
+def untrained(tmp_path) -> Path:
+    """A folder with the project's base configuration, where nothing has been
+    trained or deployed (the catalog's paths are relative to it)."""
     shutil.copytree(PROJECT / "conf" / "base", tmp_path / "conf" / "base")
     (tmp_path / "conf" / "local").mkdir()
-    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
-    catalog = project_catalog(PROJECT, None, str(tmp_path / "conf"))
+
+def test_project_without_a_fine_tuned_model_serves_the_base_model(
+    untrained, monkeypatch
+):
+    monkeypatch.chdir(untrained)
+
+    catalog = project_catalog(PROJECT, None, str(untrained / "conf"))
     # Kedro's logging setup (above) drops earlier handlers, caplog's included.
     records = Records()
     logging.getLogger("product_search.service.project").addHandler(records)
@@ -112,3 +192,108 @@ def test_the_service_loads_the_reranker_its_table_version_names(
     gone = shipped | {"model": f"{path}@2026-11-28T08.00.00.000Z"}
     assert served_reranker({"reranker": gone}) is None
     assert "/search will not rerank" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("command", "variables"),
+    [
+        (
+            ["product_search.service", "--project-path", "{project}", "--conf-source", "{conf}"],
+            {},
+        ),
+        (
+            ["uvicorn", "--factory", "product_search.service.main:create_app"],
+            {"SEARCH_PROJECT_PATH": "{project}", "SEARCH_CONF_SOURCE": "{conf}"},
+        ),
+    ],
+    ids=["python -m product_search.service", "uvicorn --factory"],
+)  # fmt: skip
+def test_sigterm_stops_the_service_and_the_embedded_database_it_started(
+    command, variables, untrained
+):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    paths = {"project": PROJECT, "conf": untrained / "conf"}
+    service = subprocess.Popen(
+        [sys.executable, "-m", *(arg.format(**paths) for arg in command)]
+        + ["--port", str(port)],
+        cwd=untrained,
+        env=os.environ
+        | {"HF_HUB_OFFLINE": "1", "KEDRO_DISABLE_TELEMETRY": "true"}
+        | {name: value.format(**paths) for name, value in variables.items()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    # However the service behaves, the test ends.
+    watchdog = threading.Timer(300, service.kill)
+    watchdog.start()
+    output = []
+    try:
+        for line in service.stdout:
+            output.append(line)
+            if "Application startup complete" in line:
+                break
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=60)
+        pgdata = untrained / "data" / "09_database"
+        users = json.loads((pgdata / ".handle_pids.json").read_text())
+        service.send_signal(signal.SIGTERM)
+        output += service.stdout.readlines()
+        code = service.wait()
+    finally:
+        watchdog.cancel()
+        service.kill()
+    log = "".join(output)
+
+    assert (health.status_code, health.json()["status"]) == (200, "no_table"), log
+    assert users == [service.pid]
+    # uvicorn shuts down gracefully, then ends with the signal it was sent.
+    assert "Application shutdown complete" in log
+    assert code == -signal.SIGTERM, log
+    # Its last user gone, the embedded server stopped, remembering no user.
+    assert json.loads((pgdata / ".handle_pids.json").read_text()) == []
+    assert not (pgdata / "postmaster.pid").exists()
+
+
+def test_two_workers_serve_and_stop_with_the_embedded_database(untrained):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    service = subprocess.Popen(
+        [sys.executable, "-m", "product_search.service", "--workers", "2"]
+        + ["--project-path", str(PROJECT), "--conf-source", str(untrained / "conf")]
+        + ["--port", str(port)],
+        cwd=untrained,
+        env=os.environ | {"HF_HUB_OFFLINE": "1", "KEDRO_DISABLE_TELEMETRY": "true"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    watchdog = threading.Timer(300, service.kill)
+    watchdog.start()
+    output, started = [], 0
+    try:
+        for line in service.stdout:
+            output.append(line)
+            started += "Application startup complete" in line
+            if started == 2:
+                break
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=60)
+        pgdata = untrained / "data" / "09_database"
+        users = json.loads((pgdata / ".handle_pids.json").read_text())
+        workers = {child.pid for child in psutil.Process(service.pid).children()}
+        service.send_signal(signal.SIGTERM)
+        output += service.stdout.readlines()
+        service.wait()
+    finally:
+        watchdog.cancel()
+        service.kill()
+    log = "".join(output)
+
+    assert (health.status_code, health.json()["status"]) == (200, "no_table"), log
+    # Each worker process joined the embedded server, and each left it.
+    assert set(users) <= workers and len(users) == 2, (users, workers)
+    assert log.count("Application shutdown complete") == 2, log
+    assert json.loads((pgdata / ".handle_pids.json").read_text()) == []
+    assert not (pgdata / "postmaster.pid").exists()

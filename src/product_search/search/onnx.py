@@ -125,8 +125,6 @@ class OnnxEncoder:
     ``SentenceTransformer``'s arguments, so the evaluation scores it with the
     code that scores torch models; the service uses ``encode(texts)``."""
 
-    name = "onnx"
-
     def __init__(
         self, export: OnnxExport, variant: Variant = "fp32", threads: int | None = None
     ) -> None:
@@ -139,6 +137,10 @@ class OnnxEncoder:
         # 0 lets ONNX Runtime use one thread per core.
         options.intra_op_num_threads = threads or 0
         options.inter_op_num_threads = 1
+        # Idle threads sleep rather than spin: on 2 cores a spinning thread
+        # takes the core the event loop needs (the service answered 390
+        # instead of 470 requests/s at 32 clients).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             export.graphs[variant], options, providers=["CPUExecutionProvider"]
         )
@@ -147,6 +149,7 @@ class OnnxEncoder:
         self.threads = threads
         self.model_id = export.model_id
         self.dimension = export.dimension
+        self.name = "onnx" if variant == "fp32" else f"onnx-{variant}"
 
     def _run(self, texts: list[str]) -> np.ndarray:
         tokens = self.export.tokenizer(
@@ -166,7 +169,7 @@ class OnnxEncoder:
     def encode(
         self,
         texts: str | list[str],
-        batch_size: int = 64,
+        batch_size: int = 8,
         convert_to_tensor: bool = False,
         show_progress_bar: bool = False,
         **_: Any,

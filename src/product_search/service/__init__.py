@@ -4,6 +4,10 @@ over the fine-tuned model and the pgvector table.
 Start it from the project root with::
 
     python -m product_search.service [--env ENV] [--host HOST] [--port PORT]
+
+or with uvicorn's own options, configured by ``SEARCH_*`` variables::
+
+    uvicorn --factory product_search.service.main:create_app
 """
 
 from product_search.service.main import create_app

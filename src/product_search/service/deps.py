@@ -1,9 +1,10 @@
-"""Dependencies of the routes: the encoder, the vector table, the settings, and
-the checks of request sizes against the settings."""
+"""Dependencies of the routes: what the service serves, the settings, and the
+checks of request sizes against the settings."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -15,24 +16,49 @@ from product_search.service.encoder import Encoder
 from product_search.service.settings import ServiceSettings
 
 
-def get_encoder(request: Request) -> Encoder:
-    return request.app.state.encoder
+@dataclass(frozen=True)
+class Served:
+    """What the routes serve: the app's lifespan loads it from the Kedro
+    project; tests give their own with ``app.dependency_overrides[get_served]``.
+
+    ``promotion`` reads the promotion gate's last decision for /health;
+    ``reranker``, when given, reorders the top hits of /search.
+    """
+
+    encoder: Encoder
+    table: SearchTable
+    search_options: SearchOptions = field(default_factory=SearchOptions)
+    reranker: Reranker | None = None
+    promotion: Callable[[], dict[str, Any] | None] = lambda: None
 
 
-def get_table(request: Request) -> SearchTable:
-    return request.app.state.table
+# Dependencies are coroutines: FastAPI runs a plain function in its thread
+# pool, a hop that cost more than the rest of an /embed request together.
+async def get_served(request: Request) -> Served:
+    return request.state.served
 
 
-def get_search_options(request: Request) -> SearchOptions:
-    return request.app.state.search_options
+ServedDep = Annotated[Served, Depends(get_served)]
 
 
-def get_settings(request: Request) -> ServiceSettings:
+async def get_encoder(served: ServedDep) -> Encoder:
+    return served.encoder
+
+
+async def get_table(served: ServedDep) -> SearchTable:
+    return served.table
+
+
+async def get_search_options(served: ServedDep) -> SearchOptions:
+    return served.search_options
+
+
+async def get_reranker(served: ServedDep) -> Reranker | None:
+    return served.reranker
+
+
+async def get_settings(request: Request) -> ServiceSettings:
     return request.app.state.settings
-
-
-def get_reranker(request: Request) -> Reranker | None:
-    return request.app.state.reranker
 
 
 EncoderDep = Annotated[Encoder, Depends(get_encoder)]

@@ -1,45 +1,64 @@
-"""Builds the FastAPI app from an encoder, a vector table and settings."""
+"""Builds the FastAPI app; its lifespan loads what it serves and releases it.
+
+``uvicorn --factory product_search.service.main:create_app`` serves the Kedro
+project in the current folder (or ``SEARCH_PROJECT_PATH``), configured by the
+``SEARCH_*`` environment variables.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from product_search import __version__
-from product_search.search.rerank import Reranker
-from product_search.search.table import SearchOptions, SearchTable
-from product_search.service.encoder import Encoder
+from product_search.service.deps import Served, get_served
+from product_search.service.encoder import QueueFullError
+from product_search.service.project import serve_project
 from product_search.service.routes import embed, health, search
 from product_search.service.settings import ServiceSettings
 
+Loader = Callable[[ServiceSettings], AbstractContextManager[Served]]
+
 
 def create_app(
-    encoder: Encoder,
-    table: SearchTable,
-    settings: ServiceSettings | None = None,
-    search_options: SearchOptions | None = None,
-    promotion: Callable[[], dict[str, Any] | None] | None = None,
-    *,
-    reranker: Reranker | None = None,
+    settings: ServiceSettings | None = None, *, load: Loader = serve_project
 ) -> FastAPI:
-    """The search service over ``encoder`` and ``table``; tests pass their own,
-    ``python -m product_search.service`` passes those of the Kedro catalog.
-    ``search_options`` default to the settings over SearchOptions' defaults;
-    ``promotion`` reads the promotion gate's last decision for /health;
-    ``reranker``, when given, reorders the top hits of /search."""
+    """The search service. On start-up its lifespan enters ``load(settings)``
+    (by default :func:`serve_project`: the model, table, reranker and fusion
+    of the Kedro project at ``settings.project_path``) and serves what it
+    gives until shutdown, when it leaves it. Nothing is loaded where
+    ``app.dependency_overrides`` replaces :func:`get_served` (tests)."""
+    settings = settings or ServiceSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        if get_served in app.dependency_overrides:
+            yield {}
+            return
+        # Loading blocks, but nothing is served until it is done.
+        with load(settings) as served:
+            yield {"served": served}
+
     app = FastAPI(
         title="product-search",
         version=__version__,
         summary="Embeddings and hybrid (BM25 + vector) product search in PostgreSQL.",
+        lifespan=lifespan,
     )
-    app.state.encoder = encoder
-    app.state.table = table
-    app.state.settings = settings or ServiceSettings()
-    app.state.search_options = search_options or app.state.settings.search_options()
-    app.state.promotion = promotion or (lambda: None)
-    app.state.reranker = reranker
+    app.state.settings = settings
+    app.add_exception_handler(QueueFullError, _queue_full)
     for module in (embed, search, health):
         app.include_router(module.router)
     return app
+
+
+async def _queue_full(_request: Request, exc: QueueFullError) -> JSONResponse:
+    return JSONResponse(
+        status_code=503,
+        content={"detail": str(exc)},
+        headers={"Retry-After": str(exc.retry_after)},
+    )

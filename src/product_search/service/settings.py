@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -21,9 +22,20 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SEARCH_")
 
+    project_path: Path = Field(
+        default_factory=Path.cwd, description="The Kedro project's root folder."
+    )
     env: str | None = Field(None, description="Kedro environment (default: local).")
+    conf_source: str | None = Field(
+        None, description="Configuration folder (default: the project's conf)."
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # Server processes, each with its own model and batcher. Python runs one
+    # request at a time per process, so on 2 cores 2 workers of 1 thread
+    # each answer more requests than 1 worker of 2 threads
+    # (bench/results/embed_service.md).
+    workers: int = Field(1, ge=1)
     max_texts: int = Field(64, ge=1, description="Texts per /embed request.")
     max_text_chars: int = Field(1000, ge=1, description="Characters per text or query.")
     max_k: int = Field(100, ge=1, le=1000, description="Largest k for /search.")
@@ -45,10 +57,23 @@ class ServiceSettings(BaseSettings):
     rerank_top_n: int | None = Field(None, ge=0, le=1000)
     # Texts per model.encode call when concurrent requests are encoded together.
     max_batch_texts: int = Field(64, ge=1)
-    # PyTorch intra-op threads (None: one per core). On a machine shared with
+    # How long an idle batcher waits for more requests before it encodes. 0
+    # encodes at once, batching only the requests that arrived during the
+    # previous encode: the lowest latency for a lone client.
+    max_wait_ms: float = Field(0.0, ge=0, le=1000)
+    # Texts waiting to be encoded; a request past it gets a 503 at once.
+    max_queue_texts: int = Field(1024, ge=1)
+    # What encodes the queries: the deployment's ONNX export of the served
+    # model with ONNX Runtime (several times faster on CPU, same vectors), or
+    # the model in PyTorch. auto: ONNX when the export is of the served model.
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    # The ONNX graph: fp32, or int8 where the deployment quantised one
+    # (onnx.int8; the evaluation report states its NDCG@10 change).
+    onnx_variant: Literal["fp32", "int8"] = "fp32"
+    # Threads of either backend (None: one per core). On a machine shared with
     # other CPU-bound work, 1 avoids threads waiting on each other for a core
     # (see bench/results/embed_service.md).
-    torch_threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1)
 
     def search_options(self, defaults: dict[str, Any] | None = None) -> SearchOptions:
         """``defaults`` (the project's ``search.options``) with every setting
@@ -70,9 +95,15 @@ class ServiceSettings(BaseSettings):
         return dataclasses.replace(shipped, top_n=self.rerank_top_n)
 
     @model_validator(mode="after")
-    def _default_k_within_max_k(self) -> ServiceSettings:
+    def _limits_fit_together(self) -> ServiceSettings:
         if self.default_k > self.max_k:
             raise ValueError(
                 f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})."
+            )
+        # Otherwise a full request would be refused even by an idle service.
+        if self.max_queue_texts < self.max_texts:
+            raise ValueError(
+                f"max_queue_texts ({self.max_queue_texts}) must be at least "
+                f"max_texts ({self.max_texts})."
             )
         return self

@@ -8,7 +8,10 @@ from product_search.service.schemas import EmbedRequest, EmbedResponse
 router = APIRouter(tags=["embed"])
 
 
-@router.post("/embed")
+@router.post(
+    "/embed",
+    responses={503: {"description": "Too many texts wait; see Retry-After."}},
+)
 async def embed(
     body: EmbedRequest, encoder: EncoderDep, settings: SettingsDep
 ) -> EmbedResponse:

@@ -1,11 +1,12 @@
 """GET /health: the served model and the table's version."""
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from product_search.search.table import DatabaseUnavailableError, SearchError
-from product_search.service.deps import EncoderDep, TableDep
+from product_search.service.deps import ServedDep
 from product_search.service.schemas import (
+    Batcher,
     HealthResponse,
     PromotionDecision,
     TableVersion,
@@ -17,47 +18,56 @@ router = APIRouter(tags=["health"])
 @router.get(
     "/health",
     responses={
-        503: {"model": HealthResponse, "description": "The database is unreachable."}
+        503: {
+            "model": HealthResponse,
+            "description": "The database is unreachable or the table cannot be read.",
+        }
     },
 )
-async def health(
-    encoder: EncoderDep, table: TableDep, request: Request, response: Response
-) -> HealthResponse:
-    """Model, table version and row count, whether the database answers, and
-    the promotion gate's last decision."""
-    decision = await run_in_threadpool(request.app.state.promotion)
-    served = {
+async def health(served: ServedDep, response: Response) -> HealthResponse:
+    """Model, backend, batcher, table version and row count, whether the
+    database answers, and the promotion gate's last decision."""
+    encoder, table = served.encoder, served.table
+    decision = await run_in_threadpool(served.promotion)
+    shown = {
         "model": encoder.model_id,
         "dimension": encoder.dimension,
-        "search_options": request.app.state.search_options,
-        "reranker": (
-            request.app.state.reranker.describe()
-            if request.app.state.reranker
-            else None
+        "backend": encoder.backend.name,
+        "batcher": Batcher(
+            max_batch_texts=encoder.max_batch_texts,
+            max_wait_ms=encoder.max_wait_ms,
+            max_queue_texts=encoder.max_queue_texts,
+            queued_texts=encoder.queued_texts,
         ),
+        "search_options": served.search_options,
+        "reranker": served.reranker.describe() if served.reranker else None,
         "promotion": PromotionDecision.model_validate(decision) if decision else None,
     }
     try:
         info = await run_in_threadpool(table.info)
-    except DatabaseUnavailableError as exc:
-        response.status_code = 503
-        return HealthResponse(status="error", database=False, detail=str(exc), **served)
+    # Whatever keeps the table from being read keeps /search from answering.
     except SearchError as exc:
-        return HealthResponse(status="error", database=True, detail=str(exc), **served)
+        response.status_code = 503
+        return HealthResponse(
+            status="error",
+            database=not isinstance(exc, DatabaseUnavailableError),
+            detail=str(exc),
+            **shown,
+        )
     if info is None:
         return HealthResponse(
             status="no_table",
             database=True,
             detail=f"Table {table.qualified_name} does not exist yet: run "
             "`kedro run --pipeline deployment`.",
-            **served,
+            **shown,
         )
     return HealthResponse(
         status="ok",
         database=True,
         table=TableVersion(name=table.qualified_name, **_version_fields(info)),
         model_matches_table=info["model"] == encoder.model_id,
-        **served,
+        **shown,
     )
 
 

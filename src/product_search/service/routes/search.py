@@ -20,7 +20,12 @@ router = APIRouter(tags=["search"])
 
 @router.post(
     "/search",
-    responses={503: {"description": "The database or the table is unavailable."}},
+    responses={
+        503: {
+            "description": "The database or the table is unavailable, or too "
+            "many texts wait to be encoded (see Retry-After)."
+        }
+    },
 )
 async def search(
     body: SearchRequest,
