@@ -1,38 +1,54 @@
-"""The /embed endpoint under load, against in-process ``model.encode``.
+"""The /embed service under load: torch against ONNX Runtime, each without
+and with micro-batching, then a soak with malformed requests.
 
-Starts ``python -m product_search.service`` (uvicorn, 127.0.0.1, the project's
-configuration and model) in a subprocess, sends real shopper queries from the
-Home Depot search log one per request with 1, 8 and 32 concurrent clients
-(a bounded number of requests and seconds per level), and encodes the same
-queries in this process with the same model, before and after the HTTP runs,
-one call per query and in batches of 32.
+For each configuration, starts ``python -m product_search.service`` (uvicorn,
+127.0.0.1, the project's configuration and served model) in a subprocess with
+the same number of threads for either backend, and sends real shopper queries
+from the Home Depot search log, one per request, from 1, 8, 32 and 64
+concurrent keep-alive connections (a closed loop: each client sends its next
+request when the last one is answered) for ``--seconds`` per level. "Without
+micro-batching" is ``SEARCH_MAX_BATCH_TEXTS=1``: one text per encode call.
 
-    .venv/bin/python bench/embed_service.py [--requests 300] [--torch-threads 1]
+Then a soak: ``--soak-seconds`` at 32 clients against the default
+configuration (ONNX, micro-batching) with 5% malformed requests (bad JSON, an
+empty list, a blank text, too many texts); every malformed request must get its
+422, every other one its 200, and the service's memory must stay flat.
 
-Each --torch-threads setting is one run in bench/results/embed_service.{json,md}.
+The load generator is a small asyncio HTTP/1.1 client rather than httpx, whose
+own cost per request (~0.5 ms of CPU) would take a core from the service it
+measures on a 2-core machine.
+
+    .venv/bin/python bench/embed_service.py [--seconds 10] [--soak-seconds 60]
+        [--threads 2] [--env ENV]
+
+Writes bench/results/embed_service.{json,md}. If the deployment has not
+exported the served model to ONNX yet, the benchmark exports it first (as
+the deployment pipeline does).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
-import platform
-import signal
+import random
 import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
-import torch
+import psutil
+from common import environment, provenance
 
 from product_search.datasets import model_id
+from product_search.search.onnx import export_onnx
 from product_search.service.project import project_catalog, served_model_and_table
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -40,6 +56,25 @@ RESULTS = PROJECT / "bench" / "results"
 QUERIES = (
     PROJECT.parent / "shared" / "data" / "home-depot-search-relevance" / "train.csv"
 )
+# Two threads in all for every configuration: one worker of 2 threads, or
+# 2 workers of 1 thread.
+CONFIGURATIONS = [
+    {"backend": "torch", "batching": False},
+    {"backend": "torch", "batching": True},
+    {"backend": "onnx", "batching": False},
+    {"backend": "onnx", "batching": True},
+    {"backend": "onnx", "variant": "int8", "batching": True},
+    {"backend": "onnx", "variant": "int8", "batching": True, "workers": 2},
+]
+SOAK = CONFIGURATIONS[-1]
+# Bodies that must each get a 422 (the service's limits are its defaults).
+MALFORMED = [
+    b'{"texts": ["unterminated',
+    b'{"texts": []}',
+    b'{"texts": ["   "]}',
+    json.dumps({"texts": ["drill"] * 65}).encode(),
+    b'{"text": "wrong field"}',
+]
 
 logger = logging.getLogger("bench.embed_service")
 
@@ -52,15 +87,60 @@ def shopper_queries(n: int, seed: int) -> list[str]:
     return distinct.sample(n=n, random_state=seed).tolist()
 
 
+def ensure_onnx_export(env: str | None) -> str:
+    """The served model's id; exports it to ONNX, fp32 and int8, when the
+    catalog's export is missing, of another model, or without int8."""
+    catalog = project_catalog(PROJECT, env)
+    model, _, _ = served_model_and_table(catalog)
+    served = model_id(model)
+    export = catalog.load("onnx_model") if catalog.exists("onnx_model") else None
+    if export is None or export.model_id != served or "int8" not in export.graphs:
+        logger.info("Exporting %s to ONNX, fp32 and int8.", served)
+        catalog.save("onnx_model", export_onnx(model, served, int8=True))
+    return served
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def start_service(
-    port: int, env: str | None, torch_threads: int | None
-) -> subprocess.Popen:
+def request_bytes(path: str, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bytes]:
+    writer.write(request)
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
+
+
+async def get(port: int, path: str) -> tuple[int, dict]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    body = await reader.readexactly(length)
+    writer.close()
+    return status, json.loads(body)
+
+
+def start_service(port: int, env: str | None, settings: dict[str, str]):
     command = [sys.executable, "-m", "product_search.service", "--port", str(port)]
     if env:
         command += ["--env", env]
@@ -68,127 +148,202 @@ def start_service(
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "KEDRO_DISABLE_TELEMETRY": "true",
-        "SEARCH_HOST": "127.0.0.1",
+        "TOKENIZERS_PARALLELISM": "false",
+        **{f"SEARCH_{name.upper()}": value for name, value in settings.items()},
     }
-    if torch_threads is not None:
-        environment["SEARCH_TORCH_THREADS"] = str(torch_threads)
-    log = (RESULTS / "embed_service.server.log").open("w")
+    path = RESULTS / "embed_service.server.log"
+    log = path.open("a")
+    start = path.stat().st_size
     process = subprocess.Popen(
         command, cwd=PROJECT, env=environment, stdout=log, stderr=subprocess.STDOUT
     )
+    workers = int(settings.get("workers", 1))
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"The service exited; see {log.name}.")
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
-            return process
-        except httpx.TransportError:
-            time.sleep(0.5)
+            raise SystemExit(f"The service exited; see {path}.")
+        # Every worker, not only the first, must be up before the load starts.
+        started = path.read_text(errors="replace")[start:]
+        if started.count("Application startup complete") >= workers:
+            with contextlib.suppress(OSError):
+                _, health = asyncio.run(get(port, "/health"))
+                return process, health
+        time.sleep(0.5)
     process.terminate()
-    raise SystemExit(f"The service did not answer within 180 s; see {log.name}.")
+    raise SystemExit(f"The service did not answer within 180 s; see {path}.")
 
 
-def summary(latencies: list[float], elapsed: float) -> dict:
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()  # SIGTERM: uvicorn shuts down, the lifespan releases
+    process.wait(timeout=60)
+
+
+def latency_summary(latencies: list[float], elapsed: float) -> dict:
+    ms = np.array(latencies) * 1000
     return {
         "requests": len(latencies),
         "per_s": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 1),
-        "p95_ms": round(float(np.percentile(latencies, 95)) * 1000, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
     }
 
 
-async def load_level(
-    url: str, queries: list[str], concurrency: int, requests: int, seconds: float
+async def load(
+    port: int,
+    queries: list[str],
+    concurrency: int,
+    seconds: float,
+    *,
+    malformed_share: float = 0.0,
+    seed: int = 0,
 ) -> dict:
-    """``concurrency`` clients, each sending one query per request, until
-    ``requests`` are done or ``seconds`` have passed."""
+    """``concurrency`` keep-alive clients for ``seconds`` (after a short
+    warm-up); every status counted, a malformed request's apart."""
+    rng = random.Random(seed)
     latencies: list[float] = []
-    next_query = iter(range(requests))
-    deadline = time.perf_counter() + seconds
+    statuses: Counter = Counter()
+    malformed_statuses: Counter = Counter()
+    good = [
+        request_bytes("/embed", json.dumps({"texts": [q]}).encode()) for q in queries
+    ]
+    bad = [request_bytes("/embed", body) for body in MALFORMED]
+    warm_up_until = time.perf_counter() + 1.0
+    deadline = warm_up_until + seconds
 
-    async def client(http: httpx.AsyncClient) -> None:
-        for i in next_query:
-            if time.perf_counter() > deadline:
-                return
-            started = time.perf_counter()
-            response = await http.post(
-                f"{url}/embed", json={"texts": [queries[i % len(queries)]]}
-            )
-            latencies.append(time.perf_counter() - started)
-            response.raise_for_status()
+    async def client(offset: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = offset
+        while (now := time.perf_counter()) < deadline:
+            is_bad = rng.random() < malformed_share
+            request = rng.choice(bad) if is_bad else good[i % len(good)]
+            i += 1
+            status, _ = await exchange(reader, writer, request)
+            if now < warm_up_until:
+                continue
+            (malformed_statuses if is_bad else statuses)[status] += 1
+            if not is_bad:
+                latencies.append(time.perf_counter() - now)
+        writer.close()
 
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
-        # One warm-up request, not counted.
-        (
-            await http.post(f"{url}/embed", json={"texts": ["warm up"]})
-        ).raise_for_status()
-        started = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return {"concurrency": concurrency, **summary(latencies, elapsed)}
+    await asyncio.gather(*(client(n * 7919) for n in range(concurrency)))
+    return {
+        "concurrency": concurrency,
+        **latency_summary(latencies, seconds),
+        "statuses": dict(statuses),
+        "malformed_statuses": dict(malformed_statuses),
+    }
 
 
-def in_process(model, queries: list[str]) -> dict:
-    model.encode(["warm up"], normalize_embeddings=True)
-    latencies = []
-    started = time.perf_counter()
-    for query in queries:
-        one = time.perf_counter()
-        model.encode([query], normalize_embeddings=True, show_progress_bar=False)
-        latencies.append(time.perf_counter() - one)
-    single = summary(latencies, time.perf_counter() - started)
-    started = time.perf_counter()
-    model.encode(
-        queries, batch_size=32, normalize_embeddings=True, show_progress_bar=False
-    )
-    batched = round(len(queries) / (time.perf_counter() - started), 1)
-    return {"one_query_per_call": single, "batches_of_32_per_s": batched}
+def service_settings(configuration: dict, threads: int) -> dict[str, str]:
+    workers = configuration.get("workers", 1)
+    return {
+        "backend": configuration["backend"],
+        "onnx_variant": configuration.get("variant", "fp32"),
+        "workers": str(workers),
+        "threads": str(max(1, threads // workers)),
+        "max_batch_texts": "64" if configuration["batching"] else "1",
+    }
+
+
+def run_configuration(
+    configuration: dict, queries: list[str], args: argparse.Namespace
+) -> dict:
+    settings = service_settings(configuration, args.threads)
+    port = free_port()
+    process, health = start_service(port, args.env, settings)
+    try:
+        levels = []
+        for concurrency in args.concurrency:
+            levels.append(asyncio.run(load(port, queries, concurrency, args.seconds)))
+            logger.info("%s %s", configuration, levels[-1])
+    finally:
+        stop(process)
+    return {**configuration, "settings": settings, "health": health, "levels": levels}
+
+
+def soak(queries: list[str], args: argparse.Namespace) -> dict:
+    settings = service_settings(SOAK, args.threads)
+    port = free_port()
+    process, _ = start_service(port, args.env, settings)
+    server = psutil.Process(process.pid)
+    memory: list[float] = []
+
+    async def sample_memory(stop_at: float) -> None:
+        while time.perf_counter() < stop_at:
+            # The supervisor and its workers together.
+            tree = [server, *server.children(recursive=True)]
+            memory.append(sum(p.memory_info().rss for p in tree) / 2**20)
+            await asyncio.sleep(1)
+
+    async def both() -> dict:
+        stop_at = time.perf_counter() + args.soak_seconds + 1
+        sampler = asyncio.create_task(sample_memory(stop_at))
+        result = await load(
+            port, queries, 32, args.soak_seconds, malformed_share=0.05, seed=1
+        )
+        await sampler
+        return result
+
+    try:
+        result = asyncio.run(both())
+    finally:
+        stop(process)
+    quarter = max(1, len(memory) // 4)
+    return {
+        **result,
+        "settings": settings,
+        "rss_mb": {
+            "first_quarter_mean": round(float(np.mean(memory[:quarter])), 1),
+            "last_quarter_mean": round(float(np.mean(memory[-quarter:])), 1),
+            "max": round(max(memory), 1),
+        },
+    }
+
+
+def label(configuration: dict) -> str:
+    backend = configuration["backend"]
+    if backend == "onnx":
+        backend += f" {configuration.get('variant', 'fp32')}"
+    return f"{backend}, {configuration.get('workers', 1)} worker(s)"
 
 
 def markdown(results: dict) -> str:
     lines = [
-        "# /embed service throughput and latency",
+        "# /embed under load: torch and ONNX Runtime, without and with micro-batching",
         "",
         f"Model `{results['model']}`; {results['queries']} distinct Home Depot "
-        "search terms, one per request; the service and the load generator "
-        f"share the machine: {results['machine']}.",
+        f"search terms, one per request; {results['threads']} threads in all for "
+        "every configuration (one worker with 2, or 2 workers with 1 each); "
+        f"{results['seconds']} s per level after 1 s of warm-up; the service and "
+        "the load generator share the machine "
+        f"({results['environment']['cpu_count']} CPU cores).",
         "",
-        "| torch threads | client | concurrency | requests | requests/s "
-        "| p50 ms | p95 ms |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| backend | micro-batching | clients | requests/s | p50 ms | p95 ms "
+        "| p99 ms | non-200 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for run in sorted(results["runs"], key=lambda r: r["torch_threads"]):
-        threads = run["torch_threads"]
-        for level in run["service"]:
+    for run in results["runs"]:
+        for level in run["levels"]:
+            errors = sum(n for s, n in level["statuses"].items() if int(s) != 200)
             lines.append(
-                f"| {threads} | HTTP /embed | {level['concurrency']} | "
-                f"{level['requests']} | {level['per_s']} | {level['p50_ms']} | "
-                f"{level['p95_ms']} |"
+                f"| {label(run)} | {'on' if run['batching'] else 'off'} | "
+                f"{level['concurrency']} | {level['per_s']} | {level['p50_ms']} | "
+                f"{level['p95_ms']} | {level['p99_ms']} | {errors} |"
             )
-        for when, local in run["in_process"].items():
-            single = local["one_query_per_call"]
-            lines.append(
-                f"| {threads} | in-process `model.encode([q])` ({when}) | 1 | "
-                f"{single['requests']} | {single['per_s']} | {single['p50_ms']} | "
-                f"{single['p95_ms']} |"
-            )
-        for when, local in run["in_process"].items():
-            lines.append(
-                f"| {threads} | in-process `model.encode(queries, batch_size=32)` "
-                f"({when}) | - | {results['queries']} | "
-                f"{local['batches_of_32_per_s']} | - | - |"
-            )
+    soak_run = results["soak"]
+    rss = soak_run["rss_mb"]
     lines += [
         "",
-        "The service encodes requests that wait while the model is busy in one "
-        "`model.encode` call, so its throughput grows with concurrency. "
-        "'before' and 'after' bracket the HTTP runs: when they differ, other "
-        "work on the machine moved the figures. With 2 intra-op threads on 2 "
-        "cores, any other CPU-bound process makes each op wait for a "
-        "descheduled thread (single-query encodes went from ~6 ms to ~380 ms); "
-        "1 thread (SEARCH_TORCH_THREADS=1) is immune to that.",
+        f"Soak: {results['soak_seconds']} s at 32 clients, {label(SOAK)} with "
+        f"micro-batching, 5% malformed requests: {soak_run['requests']:,} good "
+        f"requests ({soak_run['per_s']}/s, p99 {soak_run['p99_ms']} ms) answered "
+        f"{soak_run['statuses']}; malformed ones answered "
+        f"{soak_run['malformed_statuses']}. Service memory (RSS of all its "
+        f"processes): {rss['first_quarter_mean']} MB in the first quarter, "
+        f"{rss['last_quarter_mean']} MB in the last, {rss['max']} MB at most.",
+        "",
+        provenance(results),
         "",
     ]
     return "\n".join(lines)
@@ -196,71 +351,38 @@ def markdown(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--requests", type=int, default=300, help="per level")
-    parser.add_argument("--seconds", type=float, default=60, help="per level")
-    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--seconds", type=float, default=10, help="per level")
+    parser.add_argument("--soak-seconds", type=float, default=60)
+    parser.add_argument("--threads", type=int, default=2, help="for either backend")
+    parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--env", help="Kedro environment of the service")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--torch-threads",
-        type=int,
-        help="intra-op threads, for the service (SEARCH_TORCH_THREADS) and here",
-    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # The catalog's paths are relative to the project root.
+    os.chdir(PROJECT)
     RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "embed_service.server.log").unlink(missing_ok=True)
 
     queries = shopper_queries(args.queries, args.seed)
-    if args.torch_threads is not None:
-        torch.set_num_threads(args.torch_threads)
-    model, _, _ = served_model_and_table(project_catalog(PROJECT, args.env))
-    # Measured before and after the HTTP levels: on a shared machine the
-    # spread between the two shows how much the background load moved.
-    before = in_process(model, queries)
-    logger.info("In process, before: %s", before)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    logger.info("Starting the service on %s.", url)
-    service = start_service(port, args.env, args.torch_threads)
-    try:
-        model_name = httpx.get(f"{url}/health", timeout=30).json()["model"]
-        levels = []
-        for concurrency in args.concurrency:
-            levels.append(
-                asyncio.run(
-                    load_level(url, queries, concurrency, args.requests, args.seconds)
-                )
-            )
-            logger.info("HTTP: %s", levels[-1])
-    finally:
-        service.send_signal(signal.SIGINT)
-        service.wait(timeout=60)
-    if model_id(model) != model_name:
-        raise SystemExit(
-            f"The service served {model_name}, this process has {model_id(model)}."
-        )
-    after = in_process(model, queries)
-    logger.info("In process, after: %s", after)
-    run = {
-        "torch_threads": args.torch_threads or torch.get_num_threads(),
-        "service": levels,
-        "in_process": {"before": before, "after": after},
+    served = ensure_onnx_export(args.env)
+    runs = [run_configuration(c, queries, args) for c in CONFIGURATIONS]
+    soak_run = soak(queries, args)
+    logger.info("Soak: %s", soak_run)
+    results = {
+        "model": served,
+        "queries": len(queries),
+        "threads": args.threads,
+        "seconds": args.seconds,
+        "soak_seconds": args.soak_seconds,
+        "runs": runs,
+        "soak": soak_run,
     }
-    out = RESULTS / "embed_service.json"
-    results = json.loads(out.read_text()) if out.exists() else {"runs": []}
-    results.update(
-        model=model_name,
-        queries=len(queries),
-        machine=f"{os.cpu_count()} CPU cores ({platform.machine()}), "
-        "shared with other work",
-    )
-    results["runs"] = [
-        r for r in results["runs"] if r["torch_threads"] != run["torch_threads"]
-    ] + [run]
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    results["environment"] = environment("cpu")
+    (RESULTS / "embed_service.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / "embed_service.md").write_text(markdown(results))
-    logger.info("Wrote %s", RESULTS / "embed_service.json")
+    logger.info("Wrote %s", RESULTS / "embed_service.md")
 
 
 if __name__ == "__main__":
