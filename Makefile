@@ -27,7 +27,15 @@ run: install
 	@echo
 	@echo "Start the search service with:  make serve"
 
+# The review page's test drives a headless Chromium (Debian's chromium and
+# chromium-driver, about 45 s to install); without apt (not root, offline) it
+# is skipped and says why.
 test: install
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	  || { echo "Installing chromium for the review page's browser test..."; \
+	       apt-get install -y -q chromium chromium-driver >/dev/null \
+	       || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; } \
+	  || echo "Could not install chromium: the browser test of the review page will be skipped."
 	$(BIN)/pytest $(ARGS)
 
 lint: install

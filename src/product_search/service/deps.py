@@ -3,7 +3,7 @@ checks of request sizes against the settings."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -23,6 +23,12 @@ class Served:
 
     ``promotion`` reads the promotion gate's last decision for /health;
     ``reranker``, when given, reorders the top hits of /search.
+
+    The review page (``GET /``) compares, where given: ``base_encoder`` over
+    ``base_table`` (the base model and its vectors, the evaluation's
+    ``evaluation_base`` table) beside the served model, and grades the hits
+    of a query found in ``judgments`` (``{normalised query: {product_id:
+    relevance}}``, see :func:`~product_search.service.routes.review.normalise_query`).
     """
 
     encoder: Encoder
@@ -30,6 +36,9 @@ class Served:
     search_options: SearchOptions = field(default_factory=SearchOptions)
     reranker: Reranker | None = None
     promotion: Callable[[], dict[str, Any] | None] = lambda: None
+    base_encoder: Encoder | None = None
+    base_table: SearchTable | None = None
+    judgments: Mapping[str, Mapping[str, int]] | None = None
 
 
 # Dependencies are coroutines: FastAPI runs a plain function in its thread

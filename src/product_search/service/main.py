@@ -18,7 +18,7 @@ from product_search import __version__
 from product_search.service.deps import Served, get_served
 from product_search.service.encoder import QueueFullError
 from product_search.service.project import serve_project
-from product_search.service.routes import embed, health, search
+from product_search.service.routes import embed, health, review, search
 from product_search.service.settings import ServiceSettings
 
 Loader = Callable[[ServiceSettings], AbstractContextManager[Served]]
@@ -51,7 +51,7 @@ def create_app(
     )
     app.state.settings = settings
     app.add_exception_handler(QueueFullError, _queue_full)
-    for module in (embed, search, health):
+    for module in (embed, search, health, review):
         app.include_router(module.router)
     return app
 

@@ -23,7 +23,8 @@ from product_search.search.onnx import OnnxExport
 from product_search.search.rerank import Reranker
 from product_search.search.table import SearchError, SearchTable
 from product_search.service.deps import Served
-from product_search.service.encoder import Encoder, build_backend
+from product_search.service.encoder import Encoder, TorchBackend, build_backend
+from product_search.service.routes.review import judgments_by_query
 from product_search.service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ def serve_project(
             settings.project_path.resolve(), settings.env, settings.conf_source
         )
     model, table, info = served_model_and_table(catalog)
+    base_model, base_table = None, None
     try:
         export = None if settings.backend == "torch" else served_onnx(catalog)
         encoder = Encoder(
@@ -52,15 +54,24 @@ def serve_project(
             max_queue_texts=settings.max_queue_texts,
         )
         _report_table(encoder, table)
+        base_model, base_table = review_base(catalog, encoder.model_id)
         yield Served(
             encoder=encoder,
             table=table,
             search_options=settings.search_options(search_defaults(catalog, info)),
             reranker=settings.reranker(served_reranker(info)),
             promotion=functools.partial(promotion_decision, catalog),
+            base_encoder=None
+            if base_model is None
+            else Encoder(TorchBackend(base_model, settings.max_batch_texts)),
+            base_table=base_table,
+            judgments=review_judgments(catalog),
         )
     finally:
         release_table(table)
+        if base_table is not None:
+            # After the served table: it shares the embedded server, if any.
+            release_table(base_table)
 
 
 def release_table(table: SearchTable) -> None:
@@ -198,6 +209,47 @@ def served_reranker(info: dict[str, Any] | None) -> Reranker | None:
         top_n=int(shipped["top_n"]),
         columns=tuple(shipped["text_columns"]),
     )
+
+
+def review_base(
+    catalog: DataCatalog, served_model_id: str
+) -> tuple[SentenceTransformer | None, SearchTable | None]:
+    """The base model and its vectors for the review page's comparison: the
+    evaluation's ``base_search_table`` and the model its vectors come from,
+    when the evaluation has built it for a model other than the served one;
+    else (None, None) and the page shows no base-model column."""
+    if "base_search_table" not in catalog:
+        return None, None
+    table = catalog.get("base_search_table").table
+    try:
+        info = table.info()
+        if info is None or info.get("model") in (None, served_model_id):
+            table.engine.dispose()
+            return None, None
+        model = load_model_by_id(info["model"])
+    except (SearchError, DatasetError) as exc:
+        logger.warning("The review page has no base-model column (%s).", exc)
+        table.engine.dispose()
+        return None, None
+    logger.info(
+        "The review page compares %s over %s.", info["model"], table.qualified_name
+    )
+    return model, table
+
+
+def review_judgments(catalog: DataCatalog) -> dict[str, dict[str, int]] | None:
+    """The relevance judgments by normalised query text for the review page,
+    or None when the project has none (or they cannot be read)."""
+    if "judged_queries" not in catalog or "relevance_judgments" not in catalog:
+        return None
+    try:
+        judgments = judgments_by_query(
+            catalog.load("judged_queries"), catalog.load("relevance_judgments")
+        )
+    except (DatasetError, KeyError, ValueError) as exc:
+        logger.warning("The review page shows no judgments: %s", exc)
+        return None
+    return judgments or None
 
 
 def promotion_decision(catalog: DataCatalog) -> dict[str, Any] | None:

@@ -160,3 +160,46 @@ class HealthResponse(BaseModel):
         "decision (a refused candidate leaves the table as it was).",
     )
     detail: str | None = None
+
+
+class ReviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: StrictStr = Field(description="What the shopper typed.")
+    k: StrictInt | None = Field(
+        None,
+        description="Hits per column, 1 to SEARCH_MAX_K (default SEARCH_DEFAULT_K).",
+    )
+
+
+class ReviewHit(BaseModel):
+    """A hit of one column: its rank there, its scores in each lane, and its
+    human grade when the query is judged (None: this product is unjudged)."""
+
+    rank: int
+    product_id: str
+    title: str | None = None
+    score: float = Field(description="The column's own score (see /search).")
+    dense_score: float | None = None
+    lexical_score: float | None = None
+    rerank_score: float | None = None
+    grade: int | None = None
+
+
+class ReviewColumn(BaseModel):
+    name: str = Field(description="e.g. 'dense (served model)' or 'hybrid'.")
+    model: str | None = Field(None, description="The model that encoded the query.")
+    hits: list[ReviewHit]
+    ndcg: float | None = Field(
+        None,
+        description="NDCG@10 of the column's first 10 hits (linear gains, as in "
+        "the evaluation), for a judged query; null otherwise.",
+    )
+
+
+class ReviewResponse(BaseModel):
+    query: str
+    k: int
+    judged: bool = Field(description="Whether the relevance judgments hold the query.")
+    judged_queries: int = Field(description="How many queries the judgments hold.")
+    columns: list[ReviewColumn]
