@@ -10,21 +10,27 @@ import sys
 import pytest
 from sqlalchemy import make_url, text
 
+from product_search import database
 from product_search.database import get_engine, normalise_url
 from tests import pg
 
 
-def test_engine_prefers_credentials_then_database_url(monkeypatch, tmp_path):
+def test_engine_reads_its_credentials_and_not_the_environment(monkeypatch, tmp_path):
+    # DATABASE_URL reaches the engine through credentials.yml, not from here.
     monkeypatch.setenv("DATABASE_URL", "postgresql://env@envhost/envdb")
+    monkeypatch.setattr(
+        database, "embedded_server_url", lambda path: "postgresql://embedded@/db"
+    )
 
     from_credentials = get_engine({"con": "postgresql://cred@credhost/db"}, tmp_path)
-    from_env = get_engine(None, tmp_path)
+    without = get_engine(None, tmp_path)
+    unset = get_engine({"con": None}, tmp_path)
 
     assert from_credentials.url.render_as_string() == (
         "postgresql+psycopg://cred@credhost/db"
     )
-    assert from_env.url.render_as_string() == "postgresql+psycopg://env@envhost/envdb"
-    assert list(tmp_path.iterdir()) == []  # no embedded server was started
+    assert without.url.render_as_string() == "postgresql+psycopg://embedded@/db"
+    assert unset.url.render_as_string() == "postgresql+psycopg://embedded@/db"
 
 
 @pytest.mark.parametrize(

@@ -256,6 +256,20 @@ def test_bootstrap_ci_is_seeded_and_contains_the_mean():
     assert high - low == pytest.approx(2 * 1.96 * standard_error, rel=0.15)
 
 
+def test_bootstrap_ci_is_scipys_percentile_bootstrap_of_the_mean():
+    deltas = np.random.default_rng(0).normal(0.05, 0.2, size=50)
+
+    expected = stats.bootstrap(
+        (deltas,), np.mean, n_resamples=300, method="percentile",
+        rng=np.random.default_rng(3),
+    ).confidence_interval  # fmt: skip
+
+    assert m.bootstrap_ci(deltas, samples=300, seed=3) == (
+        expected.low,
+        expected.high,
+    )
+
+
 def test_bootstrap_ci_of_a_constant_is_that_constant():
     assert m.bootstrap_ci([0.25] * 10, samples=50, seed=1) == pytest.approx(
         (0.25, 0.25)

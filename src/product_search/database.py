@@ -1,4 +1,5 @@
-"""Where the vector database is: a given DSN, ``DATABASE_URL``, or an embedded
+"""Where the vector database is: the DSN of the dataset's credentials (which
+read ``DATABASE_URL``, see ``conf/base/credentials.yml``), or an embedded
 PostgreSQL with pgvector under ``data/``, started on demand."""
 
 from __future__ import annotations
@@ -57,14 +58,13 @@ def _forget_dead_users(path: Path) -> None:
 def get_engine(
     credentials: dict[str, Any] | None, embedded_data_dir: str | os.PathLike[str]
 ) -> Engine:
-    """A SQLAlchemy engine for ``credentials["con"]``, else ``DATABASE_URL``,
-    else the embedded server in ``embedded_data_dir``."""
+    """A SQLAlchemy engine for ``credentials["con"]``, else the embedded server
+    in ``embedded_data_dir``. The environment is read by the configuration
+    (``${oc.env:DATABASE_URL,null}`` in credentials.yml), never here, so the
+    same catalog gives the same database in every shell."""
     if credentials and credentials.get("con"):
         logger.info("Using the database from the credentials.")
         url = str(credentials["con"])
-    elif os.environ.get("DATABASE_URL"):
-        logger.info("Using the database from DATABASE_URL.")
-        url = os.environ["DATABASE_URL"]
     else:
         url = embedded_server_url(embedded_data_dir)
     # pre_ping: a long-running service outlives database restarts.

@@ -12,13 +12,18 @@ from kedro.framework.hooks import hook_impl
 from kedro.io.core import DatasetError
 from kedro.pipeline import Pipeline
 
-from product_search.errors import PromotionRefusedError
+from product_search.errors import PromotionRefusedError, UserError
 from product_search.providers import QueryGenerationError
 
 logger = logging.getLogger(__name__)
 
-# Raised by the project on purpose, with a message that says what to fix.
-CLEAR_ERRORS = (ValueError, DatasetError, QueryGenerationError, PromotionRefusedError)
+# Raised by the project on purpose, with a message that says what to fix. A
+# plain ValueError (or KeyError, ...) is a bug of ours and keeps its traceback.
+CLEAR_ERRORS = (UserError, QueryGenerationError, PromotionRefusedError)
+# Our dataset classes check their configuration and data up front and word the
+# DatasetError for the user (STYLE.md); Kedro's own DatasetErrors only wrap
+# another error, so they count only when what they wrap does.
+OUR_DATASETS = "/product_search/datasets/"
 
 
 class ServiceHintHooks:
@@ -40,16 +45,18 @@ class ServiceHintHooks:
 
 def raised_on_purpose(error: BaseException | None) -> bool:
     """Whether ``error``, or one it was raised from, is a clear error that the
-    project's own code raised for bad input or a rejected call."""
+    project's own code raised for bad input or a rejected call.
+
+    Only ``raise ... from`` links are followed: an error raised while another
+    was being handled (``__context__``) is a new problem, not a rewording."""
     while error is not None:
         frames = traceback.extract_tb(error.__traceback__)
-        if (
-            isinstance(error, CLEAR_ERRORS)
-            and frames
-            and "/product_search/" in frames[-1].filename.replace("\\", "/")
+        raised_in = frames[-1].filename.replace("\\", "/") if frames else ""
+        if (isinstance(error, CLEAR_ERRORS) and "/product_search/" in raised_in) or (
+            isinstance(error, DatasetError) and OUR_DATASETS in raised_in
         ):
             return True
-        error = error.__cause__ or error.__context__
+        error = error.__cause__
     return False
 
 

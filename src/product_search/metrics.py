@@ -18,6 +18,7 @@ confidence interval of the mean gain.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ from sentence_transformers.sentence_transformer.evaluation import (
     InformationRetrievalEvaluator,
 )
 from sentence_transformers.util import cos_sim, semantic_search
+
+from product_search.errors import UserError
+from product_search.search.index import log_pace
 
 #: Metric families of the binary evaluation, as the evaluator names them.
 BINARY_FAMILIES = ("ndcg", "mrr", "accuracy", "recall")
@@ -57,7 +61,7 @@ def parse_metric(name: str) -> tuple[str, int]:
     """Split ``"ndcg@10"`` into ``("ndcg", 10)``."""
     family, _, k = name.partition("@")
     if not k.isdigit() or int(k) < 1:
-        raise ValueError(f"A metric is named like 'ndcg@10', got '{name}'.")
+        raise UserError(f"A metric is named like 'ndcg@10', got '{name}'.")
     return family, int(k)
 
 
@@ -66,7 +70,7 @@ def metric_names(cutoffs: Mapping[str, Sequence[int]]) -> list[str]:
     unknown = set(cutoffs) - set(BINARY_FAMILIES)
     empty = [family for family in BINARY_FAMILIES if not cutoffs.get(family)]
     if unknown or empty:
-        raise ValueError(
+        raise UserError(
             f"The cutoffs must give at least one k for each of {BINARY_FAMILIES} "
             f"and nothing else; unknown: {sorted(unknown)}, missing: {empty}."
         )
@@ -76,13 +80,17 @@ def metric_names(cutoffs: Mapping[str, Sequence[int]]) -> list[str]:
 def encode_corpus(
     model: Encoder, texts: Sequence[str], batch_size: int
 ) -> torch.Tensor:
-    """Embed the product texts; every evaluation of this model reuses them."""
-    return model.encode_document(
+    """Embed the product texts (a progress bar, then the pace); every
+    evaluation of this model reuses them."""
+    started = time.perf_counter()
+    embeddings = model.encode_document(
         list(texts),
         batch_size=batch_size,
         convert_to_tensor=True,
-        show_progress_bar=False,
+        show_progress_bar=True,
     )
+    log_pace(len(texts), time.perf_counter() - started)
+    return embeddings
 
 
 class _RankingRecorder(InformationRetrievalEvaluator):
@@ -141,7 +149,7 @@ def binary_ir_metrics(
         )
     names = metric_names(cutoffs)
     if f"ndcg@{primary_k}" not in names:
-        raise ValueError(f"NDCG@{primary_k} is not among the NDCG cutoffs.")
+        raise UserError(f"NDCG@{primary_k} is not among the NDCG cutoffs.")
     evaluator = _RankingRecorder(
         queries=dict(queries),
         corpus=dict(corpus),
@@ -307,24 +315,31 @@ def paired_significance(
 def bootstrap_ci(
     deltas: Sequence[float], samples: int, seed: int, confidence: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``deltas``: the queries are
-    resampled with replacement ``samples`` times with a seeded generator."""
+    """Percentile bootstrap interval of the mean of ``deltas`` (scipy's
+    ``stats.bootstrap``): the queries are resampled with replacement
+    ``samples`` times with a generator seeded by ``seed``. Paired per-query
+    differences make this the paired bootstrap of the mean gain."""
     values = np.asarray(deltas, float)
     if values.size == 0 or samples < 1 or not 0 < confidence < 1:
         raise ValueError(
             "A bootstrap needs values, at least one sample and 0 < confidence < 1; "
             f"got {values.size} values, {samples} samples, confidence {confidence}."
         )
-    rng = np.random.default_rng(seed)
-    means = np.empty(samples)
-    # Resample in chunks of about a million indices to bound memory.
-    chunk = max(1, 1_000_000 // values.size)
-    for start in range(0, samples, chunk):
-        size = min(chunk, samples - start)
-        picks = rng.integers(0, values.size, size=(size, values.size))
-        means[start : start + size] = values[picks].mean(axis=1)
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
+    if np.ptp(values) == 0:
+        # Every resample has the same mean; scipy would warn about a
+        # degenerate distribution and return NaN for some methods.
+        return float(values[0]), float(values[0])
+    interval = stats.bootstrap(
+        (values,),
+        np.mean,
+        n_resamples=samples,
+        confidence_level=confidence,
+        method="percentile",
+        # Bounds memory on large query sets: about a million indices per batch.
+        batch=max(1, 1_000_000 // values.size),
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
+    low, high = interval.low, interval.high
     return float(low), float(high)
 
 

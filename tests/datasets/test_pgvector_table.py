@@ -104,6 +104,18 @@ def test_bad_arguments_are_refused(kwargs, message):
         PgVectorTableDataset(**config)
 
 
+def test_a_null_connection_string_means_the_embedded_server():
+    # What conf/base/credentials.yml gives when DATABASE_URL is unset.
+    dataset = PgVectorTableDataset(
+        table_name="product_embeddings",
+        dimension=384,
+        credentials={"con": None},
+        embedded_data_dir="data/09_database",
+    )
+
+    assert dataset._describe()["embedded_data_dir"] == "data/09_database"
+
+
 def test_connection_string_is_not_shown():
     secret = "postgresql+psycopg://search:s3cret-pw@db.example.com:5432/search"
     dataset = PgVectorTableDataset(

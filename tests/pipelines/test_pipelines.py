@@ -15,6 +15,7 @@ import yaml
 from kedro.framework.project import configure_project
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from mlflow import MlflowClient
 
 from product_search.datasets import AnswerCache
 from product_search.pipeline_registry import register_pipelines
@@ -65,6 +66,7 @@ def test_data_generation_then_training_on_an_in_memory_catalog(
                 pd.DataFrame({"query_id": ["j1"], "query": ["earbuds!"]})
             ),
             "query_cache": MemoryDataset(AnswerCache(tmp_path), copy_mode="assign"),
+            "anthropic_credentials": MemoryDataset({}),
             "base_model": MemoryDataset(base_model, copy_mode="assign"),
             "params:data_generation": MemoryDataset(generation),
             "params:training": MemoryDataset(training),
@@ -151,6 +153,18 @@ def test_kedro_run_test_env_with_params_override(per_product):
     assert quality["products"]["kept_products"] == 40  # max_products in conf/test
     assert len(generated) == 40 * per_product
     assert generated.groupby("product_id").size().eq(per_product).all()
+    # The run is tracked in the test environment's MLflow store, with the
+    # parameters it ran with.
+    client = MlflowClient(tracking_uri=f"sqlite:///{ROOT / 'data' / 'mlflow-test.db'}")
+    experiment = client.get_experiment_by_name("product_search_test")
+    [run] = client.search_runs(
+        [experiment.experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data_generation.queries_per_product"] == str(per_product)
+    assert run.data.params["data_generation.max_products"] == "40"
 
 
 def test_a_run_that_deploys_says_how_to_start_the_service(caplog):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 
 import httpx
 import pandas as pd
@@ -324,24 +323,41 @@ def test_lasting_malformed_answer_is_a_failure_row_and_the_run_goes_on(
 
 
 def test_failures_past_the_bound_stop_the_run_early(
-    claude_api, claude_client, cache, tiny_products
+    claude_api, claude_client, cache, tiny_products, monkeypatch
 ):
     # An unreachable or broken API fails every product: stop at the second
     # failure instead of spending every product's retries.
-    route = claude_api.post("/v1/messages").mock(
-        return_value=api_error(529, "overloaded_error")
-    )
+    from product_search.providers import claude  # noqa: PLC0415
+
+    stops: list[threading.Event] = []
+    ask = claude._ask_claude
+
+    def ask_and_record_the_stop(product, key, stop, **kwargs):
+        stops.append(stop)
+        return ask(product, key, stop, **kwargs)
+
+    monkeypatch.setattr(claude, "_ask_claude", ask_and_record_the_stop)
+    calls = 0
+
+    def overloaded(request):
+        nonlocal calls
+        calls += 1
+        if calls > 6:
+            # The third product's first attempt, made before the run stopped:
+            # held until it has, so that its retry sees the stop however slow
+            # the machine (a timed backoff could not promise that).
+            assert stops[-1].wait(timeout=30)
+        return api_error(529, "overloaded_error")
+
+    claude_api.post("/v1/messages").mock(side_effect=overloaded)
 
     with pytest.raises(QueryGenerationError, match=r"for 2 products, more than the 1"):
-        # The backoff gives the run time to stop before the third product's retry.
-        run(
-            tiny_products, cache, claude_client,
-            max_concurrency=1, max_failures=1, retry_wait_s=0.05,
-        )  # fmt: skip
+        run(tiny_products, cache, claude_client, max_concurrency=1, max_failures=1)
 
     # Two products with three attempts each; the worker may already have made
-    # the third product's first attempt. Without the bound: 6 x 3 calls.
-    assert route.call_count in (6, 7)
+    # the third product's first attempt, never its retry. Without the bound:
+    # 6 x 3 calls.
+    assert calls in (6, 7)
 
 
 def test_failures_within_the_bound_are_returned(
@@ -478,19 +494,28 @@ def test_rejected_key_or_unknown_model_stops_the_run_at_once(
     assert route.call_count == 1
 
 
-def test_client_from_the_environment_uses_the_key_and_no_sdk_retries(
+def test_client_from_the_credentials_uses_their_key_and_no_sdk_retries(
     claude_api, cache, tiny_products, monkeypatch
 ):
+    # The credentials are what the caller passed; the shell's key is not read.
     monkeypatch.setenv("ANTHROPIC_API_KEY", "env-key")
     route = claude_api.post("/v1/messages").mock(
         return_value=api_error(500, "api_error", "boom")
     )
 
-    _, failures = run(tiny_products.head(1), cache, None, max_retries=0)
+    _, failures = run(
+        tiny_products.head(1),
+        cache,
+        None,
+        max_retries=0,
+        credentials={"api_key": "credentials-key"},
+    )
 
     # The SDK would retry a 500 twice by default; ours is the only retry loop.
     assert route.call_count == 1
-    assert route.calls.last.request.headers["authorization"] == "Bearer env-key"
+    assert route.calls.last.request.headers["authorization"] == (
+        "Bearer credentials-key"
+    )
     assert failures.to_dict("records") == [
         {"product_id": "p1", "error": "500 api_error: boom", "attempts": 1}
     ]
@@ -519,22 +544,25 @@ def test_concurrency_never_exceeds_the_bound(
     lock = threading.Lock()
     in_flight = 0
     peak = 0
+    # Each request waits for a second one to be in flight: two workers meet
+    # here in turn (six products, three meetings), one worker would time out,
+    # and no timing of the machine decides the outcome.
+    both_in_flight = threading.Barrier(2, timeout=30)
 
-    def slow_answer(request):
+    def paired_answer(request):
         nonlocal in_flight, peak
         with lock:
             in_flight += 1
             peak = max(peak, in_flight)
-        time.sleep(0.05)
+        both_in_flight.wait()
         with lock:
             in_flight -= 1
         return answers(request)
 
-    claude_api.post("/v1/messages").mock(side_effect=slow_answer)
+    claude_api.post("/v1/messages").mock(side_effect=paired_answer)
 
     queries, _ = run(tiny_products, cache, claude_client, max_concurrency=2)
 
-    # Six products, two workers, 50 ms each: both workers are busy at once.
     assert peak == 2
     assert len(queries) == 24
 

@@ -1,6 +1,7 @@
 """Kedro datasets of this project."""
 
 from product_search.datasets.answer_cache import AnswerCache, AnswerCacheDataset
+from product_search.datasets.credentials import CredentialsDataset
 from product_search.datasets.onnx_model import OnnxModelDataset
 from product_search.datasets.optional_csv import OptionalCSVDataset
 from product_search.datasets.pgvector_table import PgVectorTableDataset
@@ -15,6 +16,7 @@ from product_search.datasets.sentence_transformer_model import (
 __all__ = [
     "AnswerCache",
     "AnswerCacheDataset",
+    "CredentialsDataset",
     "CrossEncoderModelDataset",
     "OnnxModelDataset",
     "OptionalCSVDataset",

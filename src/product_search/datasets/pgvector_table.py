@@ -10,6 +10,7 @@ from typing import Any
 from kedro.io.core import AbstractDataset, DatasetError
 
 from product_search.database import get_engine
+from product_search.errors import UserError
 from product_search.search.index import ProductIndex
 from product_search.search.table import SearchError, SearchTable, TableSpec
 
@@ -19,9 +20,10 @@ class PgVectorTableDataset(AbstractDataset[ProductIndex, SearchTable]):
     weights, replaced atomically by each save; ``load`` returns the table,
     ready for ``search``.
 
-    The database is ``credentials["con"]``, else the ``DATABASE_URL``
-    environment variable, else an embedded PostgreSQL in ``embedded_data_dir``
-    (see :mod:`product_search.database`). The connection string never appears
+    The database is ``credentials["con"]`` (``conf/base/credentials.yml``
+    fills ``db`` from the ``DATABASE_URL`` environment variable), else, when
+    it is null or empty, an embedded PostgreSQL in ``embedded_data_dir`` (see
+    :mod:`product_search.database`). The connection string never appears
     in ``str(dataset)`` or in logs.
 
     Example catalog entry::
@@ -60,16 +62,19 @@ class PgVectorTableDataset(AbstractDataset[ProductIndex, SearchTable]):
                 index_args=dict(index_args or {}),
                 save_args=dict(save_args or {}),
             )
-        except ValueError as exc:
+        except UserError as exc:
             raise DatasetError(str(exc)) from exc
-        if credentials is not None and not (
-            isinstance(credentials.get("con"), str) and credentials["con"].strip()
+        # `con: null` is what credentials.yml gives when DATABASE_URL is unset:
+        # the embedded server, as with no credentials at all.
+        if credentials is not None and (
+            "con" not in credentials or not isinstance(credentials["con"], str | None)
         ):
             raise DatasetError(
                 "'credentials' must hold a 'con' connection string, e.g. "
                 "'postgresql+psycopg://user:password@host:5432/db'."
             )
-        self._credentials = credentials
+        con = (credentials or {}).get("con")
+        self._credentials = {"con": con} if con and con.strip() else None
         self._embedded_data_dir = embedded_data_dir
         self.metadata = metadata
         self._table: SearchTable | None = None
@@ -102,7 +107,8 @@ class PgVectorTableDataset(AbstractDataset[ProductIndex, SearchTable]):
             )
         try:
             self.table.save(data)
-        except (SearchError, ValueError) as exc:
+        # A bare ValueError is a bug of ours: left as it is, it keeps its traceback.
+        except (SearchError, UserError) as exc:
             raise DatasetError(str(exc)) from exc
 
     def _exists(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import partial
@@ -28,6 +29,7 @@ from tenacity import (
 )
 
 from product_search.datasets.answer_cache import AnswerCache
+from product_search.errors import UserError
 from product_search.providers import (
     FAILURE_COLUMNS,
     PRODUCT_COLUMNS,
@@ -139,6 +141,7 @@ def generate_with_claude(
     timeout_s: float,
     price_per_mtok: dict[str, float],
     client: anthropic.Anthropic | None = None,
+    credentials: Mapping[str, str] | None = None,
     retry_wait_s: float = 1.0,
     max_failures: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -149,9 +152,10 @@ def generate_with_claude(
     and the run goes on. A rejected key or unknown model stops the run with a
     ``QueryGenerationError``, and so do more than ``max_failures`` failed
     products, as soon as they are reached (an unreachable API or a broken
-    prompt would otherwise cost every product its retries). Without ``client``, one is built from the
-    environment (``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``), and only when
-    some product is not cached yet. There is no temperature: API version
+    prompt would otherwise cost every product its retries). Without ``client``, one is built from
+    ``credentials`` (``api_key``, ``auth_token``, ``base_url``: the catalog's
+    ``anthropic`` credentials), and only when some product is not cached yet;
+    what they leave unset, the SDK looks up itself (a profile, for instance). There is no temperature: API version
     2026-10-21, which anthropic>=2 sends, rejects sampling parameters.
 
     Returns:
@@ -184,7 +188,7 @@ def generate_with_claude(
     if to_ask:
         ask = partial(
             _ask_claude,
-            client=client or _client_from_environment(timeout_s),
+            client=client or _client_from_credentials(credentials or {}, timeout_s),
             cache=cache,
             request={
                 "model": model,
@@ -255,17 +259,17 @@ def _check_arguments(
 ) -> None:
     missing = [c for c in [*PRODUCT_COLUMNS, "text"] if c not in products.columns]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"products lacks the column(s) {missing} that the Claude prompt needs."
         )
     unknown = [t for t in query_types if t not in QUERY_TYPE_GUIDE]
     if unknown or not query_types:
-        raise ValueError(
+        raise UserError(
             f"Unknown or no query types {unknown or query_types}: choose from "
             f"{list(QUERY_TYPE_GUIDE)}."
         )
     if queries_per_product < 1 or max_concurrency < 1 or max_retries < 0:
-        raise ValueError(
+        raise UserError(
             "queries_per_product and max_concurrency must be at least 1 and "
             f"max_retries at least 0, got {queries_per_product}, "
             f"{max_concurrency} and {max_retries}."
@@ -274,17 +278,24 @@ def _check_arguments(
 
 def _check_prices(price_per_mtok: dict[str, float]) -> dict[str, float]:
     if not {"input", "output"} <= set(price_per_mtok):
-        raise ValueError(
+        raise UserError(
             "price_per_mtok needs 'input' and 'output' (USD per million tokens), "
             f"got {sorted(price_per_mtok)}."
         )
     return {kind: float(price_per_mtok[kind]) for kind in ("input", "output")}
 
 
-def _client_from_environment(timeout_s: float) -> anthropic.Anthropic:
+def _client_from_credentials(
+    credentials: Mapping[str, str], timeout_s: float
+) -> anthropic.Anthropic:
     """The SDK client, with its own retries off because we retry per product."""
+    given = {
+        key: credentials[key]
+        for key in ("api_key", "auth_token", "base_url")
+        if credentials.get(key)
+    }
     try:
-        client = anthropic.Anthropic(max_retries=0, timeout=timeout_s)
+        client = anthropic.Anthropic(max_retries=0, timeout=timeout_s, **given)
     except (anthropic.AnthropicError, ValueError) as error:
         raise QueryGenerationError(
             f"Could not set up the Claude client: {error}"

@@ -17,6 +17,7 @@ import zlib
 
 import pandas as pd
 
+from product_search.errors import UserError
 from product_search.providers import PROVIDER_COLUMNS
 
 QUERY_TYPES = ("specific", "general", "need_based", "attribute_focused")
@@ -195,7 +196,7 @@ def generate_offline(
     product, so adding a product does not change the others'."""
     unknown = sorted(set(query_types) - set(QUERY_TYPES))
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"The offline generator does not know the query type(s) {unknown}; "
             f"it writes {list(QUERY_TYPES)}. Use provider 'claude' for other types."
         )

@@ -3,6 +3,8 @@ columns, and the BM25 weights of their analysed text."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -12,6 +14,8 @@ import pandas as pd
 
 from product_search.search.analyzer import ANALYZER_NAME, analyze
 from product_search.search.bm25 import Bm25Params, LexicalIndex, build_index
+
+logger = logging.getLogger(__name__)
 
 ID_COLUMN = "product_id"
 VECTOR_COLUMN = "embedding"
@@ -33,14 +37,27 @@ def unit_vectors(
 ) -> np.ndarray:
     """The texts' embeddings scaled to length 1, as float32 rows: products for
     the table and queries for a search alike, so that cosine similarity is
-    the dot product the HNSW index (``vector_cosine_ops``) orders by."""
-    return model.encode(
+    the dot product the HNSW index (``vector_cosine_ops``) orders by. With
+    ``show_progress_bar`` (a whole catalog), a bar while it encodes and a
+    line with its pace after."""
+    started = time.perf_counter()
+    vectors = model.encode(
         texts,
         batch_size=batch_size,
         normalize_embeddings=True,
         convert_to_numpy=True,
         show_progress_bar=show_progress_bar,
     )
+    if show_progress_bar:
+        log_pace(len(texts), time.perf_counter() - started)
+    return vectors
+
+
+def log_pace(count: int, seconds: float) -> None:
+    logger.info(
+        "Encoded %d texts in %.1f s (%.0f texts/s).",
+        count, seconds, count / max(seconds, 1e-9),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from product_search.errors import UserError
 from product_search.search.analyzer import analyze
 from product_search.search.index import (
     ID_COLUMN,
@@ -141,7 +142,7 @@ class Hit:
 
 def check_identifier(kind: str, value: Any, pattern: re.Pattern[str]) -> str:
     if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise ValueError(
+        raise UserError(
             f"Invalid {kind} {value!r}: use lower-case letters, digits and "
             f"underscores, starting with a letter or underscore "
             f"(pattern {pattern.pattern})."
@@ -152,7 +153,7 @@ def check_identifier(kind: str, value: Any, pattern: re.Pattern[str]) -> str:
 def _check_keys(kind: str, given: dict[str, Any], allowed: dict[str, Any]) -> None:
     unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"Unknown {kind} {unknown}; expected some of {sorted(allowed)}."
         )
 
@@ -255,7 +256,7 @@ class TableSpec:
             or not isinstance(dimension, int)
             or not 1 <= dimension <= MAX_INDEXED_DIMENSION
         ):
-            raise ValueError(
+            raise UserError(
                 f"'dimension' must be an integer from 1 to {MAX_INDEXED_DIMENSION} "
                 f"(the most an HNSW index takes), got {dimension!r}."
             )
@@ -264,13 +265,13 @@ class TableSpec:
         for key, (low, high) in HNSW_LIMITS.items():
             value = index_args[key]
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"index_args.{key} must be an integer, got {value!r}.")
+                raise UserError(f"index_args.{key} must be an integer, got {value!r}.")
             if not low <= value <= high:
-                raise ValueError(
+                raise UserError(
                     f"index_args.{key} must be from {low} to {high}, got {value}."
                 )
         if index_args["ef_construction"] < 2 * index_args["m"]:
-            raise ValueError(
+            raise UserError(
                 "index_args.ef_construction must be at least twice index_args.m "
                 f"(pgvector's rule), got {index_args}."
             )
@@ -372,26 +373,26 @@ class SearchTable:
             raise ValueError(f"Expected a pandas DataFrame, got {type(data).__name__}.")
         missing = [c for c in (ID_COLUMN, VECTOR_COLUMN) if c not in data.columns]
         if missing:
-            raise ValueError(
+            raise UserError(
                 f"The frame lacks the column(s) {missing}; it has {list(data.columns)}."
             )
         for column in data.columns:
             check_identifier("column name", column, COLUMN)
             if column in RESERVED_COLUMNS:
-                raise ValueError(
+                raise UserError(
                     f"The column name {column!r} is reserved: a search hit shows "
                     f"{list(RESERVED_COLUMNS)} itself."
                 )
         if data.empty:
-            raise ValueError(
+            raise UserError(
                 f"Refusing to replace {self.qualified_name} with an empty table."
             )
         ids = data[ID_COLUMN]
         if ids.isna().any():
-            raise ValueError(f"{int(ids.isna().sum())} row(s) have no {ID_COLUMN}.")
+            raise UserError(f"{int(ids.isna().sum())} row(s) have no {ID_COLUMN}.")
         duplicated = ids[ids.duplicated()].astype(str).unique().tolist()
         if duplicated:
-            raise ValueError(
+            raise UserError(
                 f"{len(duplicated)} {ID_COLUMN}(s) occur more than once, "
                 f"e.g. {duplicated[:5]}."
             )
@@ -399,7 +400,7 @@ class SearchTable:
             MODEL_COLUMN in data.columns
             and data[MODEL_COLUMN].nunique(dropna=False) > 1
         ):
-            raise ValueError(
+            raise UserError(
                 f"The rows come from several models "
                 f"{sorted(map(str, data[MODEL_COLUMN].unique()))}; their vectors "
                 "cannot be searched together."
@@ -410,7 +411,7 @@ class SearchTable:
         wrong = lengths != self.dimension
         if wrong.any():
             first = data.loc[wrong].iloc[0]
-            raise ValueError(
+            raise UserError(
                 f"{int(wrong.sum())} embedding(s) are not vectors of length "
                 f"{self.dimension}, e.g. {ID_COLUMN} {first[ID_COLUMN]!r} has "
                 f"length {lengths[wrong].iloc[0]} (-1: not a vector)."
@@ -418,10 +419,10 @@ class SearchTable:
         try:
             matrix = np.asarray(data[VECTOR_COLUMN].tolist(), dtype=np.float32)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"The embeddings are not numeric: {exc}") from exc
+            raise UserError(f"The embeddings are not numeric: {exc}") from exc
         finite = np.isfinite(matrix).all(axis=1)
         if not finite.all():
-            raise ValueError(
+            raise UserError(
                 f"{int((~finite).sum())} embedding(s) hold NaN or infinite values, "
                 f"e.g. {ID_COLUMN} {data[ID_COLUMN].iloc[int(np.argmin(finite))]!r}."
             )
@@ -774,18 +775,18 @@ class SearchTable:
         """
         options = options or SearchOptions()
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+            raise UserError(f"mode must be one of {MODES}, got {mode!r}.")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}.")
+            raise UserError(f"k must be a positive integer, got {k!r}.")
         params: dict[str, Any] = {"k": k}
         # Only fusion needs candidates beyond the k shown.
         hybrid = mode == "hybrid"
         if mode != "lexical":
             if vector is None:
-                raise ValueError(f"{mode} search needs the query's vector.")
+                raise UserError(f"{mode} search needs the query's vector.")
             array = np.asarray(vector, dtype=np.float32)
             if array.shape != (self.dimension,):
-                raise ValueError(
+                raise UserError(
                     f"The query vector has shape {array.shape}; expected "
                     f"({self.dimension},)."
                 )

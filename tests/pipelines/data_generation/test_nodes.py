@@ -174,12 +174,32 @@ def test_offline_rejects_types_it_cannot_write(tiny_products, params):
 def test_auto_without_a_key_falls_back_to_offline_with_a_warning(
     tiny_products, params, monkeypatch, caplog
 ):
-    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    # A key in the shell but not among the node's inputs: the inputs decide.
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-in-the-shell")
     params["provider"] = "auto"
     with caplog.at_level(logging.WARNING):
-        queries, _ = nodes.generate_queries(tiny_products, AnswerCache("x"), params)
+        queries, _ = nodes.generate_queries(tiny_products, AnswerCache("x"), params, {})
     assert (queries["provider"] == "offline").all()
     assert "ANTHROPIC_API_KEY is not set" in caplog.text
+
+
+def test_auto_with_a_key_in_the_credentials_uses_claude_with_that_key(
+    tiny_products, params, monkeypatch
+):
+    from product_search.providers import claude  # noqa: PLC0415
+
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    seen: dict = {}
+    monkeypatch.setattr(claude, "generate_with_claude", _fake_claude([], seen))
+    params["provider"] = "auto"
+    credentials = {"api_key": "sk-ant-from-credentials"}
+
+    queries, _ = nodes.generate_queries(
+        tiny_products, AnswerCache("x"), params, credentials
+    )
+
+    assert (queries["provider"] == "claude").all()
+    assert seen["credentials"] == credentials
 
 
 def test_unknown_provider_is_refused(tiny_products, params):

@@ -13,6 +13,7 @@ from product_search.pipelines.evaluation.nodes import (
     build_evaluation_set,
     compare_models,
     plot_metrics,
+    tracked_metrics,
     tune_search_options,
     write_report,
 )
@@ -443,3 +444,46 @@ def test_untuned_fusion_is_the_projects_and_says_why(
         "tuned": False,
         "reason": reason,
     }
+
+
+def test_every_number_of_the_metrics_and_the_loss_become_mlflow_metrics():
+    metrics = {
+        "primary_metric": "ndcg@10",
+        "metrics": {
+            "ndcg@10": {"baseline": 0.5, "fine_tuned": 0.75, "pct_change": None}
+        },
+        "significance": {"significant": True, "wilcoxon_p_value": 0.01},
+        "corpus_size": 6,
+    }
+    history = {"loss_by_step": [{"step": 1, "loss": 1.25}, {"step": 2, "loss": 0.5}]}
+
+    tracked = tracked_metrics(metrics, history)
+
+    assert tracked == {
+        "metrics.ndcg_at_10.baseline": [{"value": 0.5, "step": 0}],
+        "metrics.ndcg_at_10.fine_tuned": [{"value": 0.75, "step": 0}],
+        "significance.wilcoxon_p_value": [{"value": 0.01, "step": 0}],
+        "corpus_size": [{"value": 6.0, "step": 0}],
+        "training.loss": [{"value": 1.25, "step": 1}, {"value": 0.5, "step": 2}],
+    }
+
+
+def test_tracked_metrics_land_in_the_active_mlflow_run(tmp_path):
+    import mlflow  # noqa: PLC0415
+    from kedro_mlflow.io.metrics import MlflowMetricsHistoryDataset  # noqa: PLC0415
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracked = tracked_metrics(
+        {"metrics": {"ndcg@10": {"fine_tuned": 0.75}}},
+        {"loss_by_step": [{"step": 1, "loss": 1.25}, {"step": 2, "loss": 0.5}]},
+    )
+    with mlflow.start_run() as run:
+        MlflowMetricsHistoryDataset().save(tracked)
+
+    client = mlflow.MlflowClient()
+    assert client.get_run(run.info.run_id).data.metrics == {
+        "metrics.ndcg_at_10.fine_tuned": 0.75,
+        "training.loss": 0.5,
+    }
+    loss = client.get_metric_history(run.info.run_id, "training.loss")
+    assert [(m.step, m.value) for m in loss] == [(1, 1.25), (2, 0.5)]

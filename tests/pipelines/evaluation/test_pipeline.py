@@ -3,6 +3,8 @@ the real base model standing in for both models."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -42,6 +44,26 @@ class KeptDataset(MemoryDataset):
 
 
 OUTPUTS = ["metrics", "per_query_ndcg", "evaluation_report", "metrics_chart"]
+
+
+class JsonRoundTrip(MemoryDataset):
+    """Keeps what a ``json.JSONDataset`` would write and read back, as the
+    project's catalog persists the evaluation's intermediate results."""
+
+    def save(self, data) -> None:
+        super().save(json.dumps(data))
+
+    def load(self):
+        return json.loads(super().load())
+
+
+PERSISTED = [
+    "evaluation_set",
+    "baseline_evaluation",
+    "fine_tuned_evaluation",
+    "search_mode_metrics",
+    "onnx_metrics",
+]
 
 
 @pytest.fixture
@@ -133,6 +155,7 @@ def _run(
             "relevance_judgments": MemoryDataset(qrels),
         }
         | {name: KeptDataset() for name in OUTPUTS}
+        | {name: JsonRoundTrip() for name in PERSISTED}
     )
     SequentialRunner().run(create_pipeline(), catalog)
     return catalog

@@ -99,12 +99,31 @@ def test_matryoshka_truncated_embeddings_still_rank(
     assert (top1 == expected).mean() >= 0.75
 
 
-def test_hard_negatives_are_mined_into_the_training_set(pairs, products, base_model,
-                                                         params):  # fmt: skip
+def test_hard_negatives_are_mined_into_the_training_set(
+    pairs, products, base_model, params, monkeypatch
+):
+    trained_on = []
+
+    class RecordingTrainer(nodes.SentenceTransformerTrainer):
+        def __init__(self, *args, train_dataset, **kwargs):
+            trained_on.append(train_dataset)
+            super().__init__(*args, train_dataset=train_dataset, **kwargs)
+
+    # What the trainer is given: the counts alone hold with mining switched off.
+    monkeypatch.setattr(nodes, "SentenceTransformerTrainer", RecordingTrainer)
     params["hard_negatives"] = {"enabled": True, "num_negatives": 1, "range_min": 0,
                                 "range_max": 4, "margin": 0.0}  # fmt: skip
     _, history = nodes.train_model(pairs, NO_NEGATIVES, products, base_model, params)
+
+    [dataset] = trained_on
     # every pair got one negative: a (query, positive, negative) triplet
+    assert dataset.column_names == ["anchor", "positive", "negative_1"]
+    assert len(dataset) == 16
+    texts = set(products["text"])
+    for positive, negative in zip(
+        dataset["positive"], dataset["negative_1"], strict=True
+    ):
+        assert negative in texts and negative != positive
     assert history["train_pairs"] == 16
     assert history["steps"] == 2
 
@@ -236,3 +255,27 @@ def test_pairs_are_counted_by_source(pairs, products):
     sourced = pairs.assign(source=["generated"] * 10 + ["log"] * 6)
     _, report = nodes.training_pairs(sourced, products)
     assert report["by_source"] == {"generated": 10, "log": 6}
+
+
+@pytest.fixture
+def two_log_lines(monkeypatch):
+    monkeypatch.setattr(nodes, "LOG_LINES", 2)
+
+
+@pytest.mark.usefixtures("two_log_lines")
+def test_training_logs_a_few_lines_and_keeps_every_steps_loss(
+    pairs, products, base_model, params, *, caplog, capsys
+):
+    params.update(epochs=3)
+
+    with caplog.at_level(logging.INFO, logger=nodes.logger.name):
+        _, history = nodes.train_model(
+            pairs, NO_NEGATIVES, products, base_model, params
+        )
+
+    steps = [m.split()[1] for m in caplog.messages if m.startswith("step ")]
+    assert steps == ["3/6", "6/6"]  # every 6 // 2 steps, and the last
+    assert len(history["loss_by_step"]) == 6
+    # The trainer's own print of every step's logs is gone; its bar stays.
+    printed = capsys.readouterr()
+    assert "'loss'" not in printed.out + printed.err

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import html
 import logging
-import os
 import re
 from typing import Any
 
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from product_search.datasets import AnswerCache
+from product_search.errors import UserError
 from product_search.providers import FAILURE_COLUMNS, PRODUCT_COLUMNS, QUERY_COLUMNS
 from product_search.providers.offline import generate_offline
 
@@ -58,7 +58,7 @@ def _rename_columns(raw: pd.DataFrame, mapping: dict[str, str | None]) -> pd.Dat
     ]
     unmapped_required = [c for c in REQUIRED_COLUMNS if mapping[c] is None]
     if missing or unmapped_required:
-        raise ValueError(
+        raise UserError(
             f"The product catalog lacks the column(s) {', '.join(missing)}"
             + (
                 f"; {unmapped_required} cannot be left unmapped"
@@ -107,7 +107,7 @@ def prepare_products(
     """Clean the user's catalog into ``products`` and report every row dropped
     or repaired, by cause."""
     if raw_products.empty:
-        raise ValueError(
+        raise UserError(
             "The product catalog has no rows: check `raw_products` in the catalog."
         )
     products = _rename_columns(raw_products, params.get("columns") or {})
@@ -123,7 +123,7 @@ def prepare_products(
     if params.get("max_products"):
         kept = kept.head(int(params["max_products"]))
     if kept.empty:
-        raise ValueError(
+        raise UserError(
             f"No product of the {len(products)} in the catalog has both an id and a "
             "title; nothing to generate queries for."
         )
@@ -162,34 +162,44 @@ def prepare_products(
     return kept, report
 
 
-def _choose_provider(name: str) -> str:
+def _choose_provider(name: str, anthropic_credentials: dict[str, str]) -> str:
     if name == "auto":
-        if os.environ.get("ANTHROPIC_API_KEY"):
+        if anthropic_credentials.get("api_key") or anthropic_credentials.get(
+            "auth_token"
+        ):
             return "claude"
         logger.warning(
-            "ANTHROPIC_API_KEY is not set: writing queries with the offline "
-            "generator. Set the key (or provider: claude) to use Claude."
+            "ANTHROPIC_API_KEY is not set (no api_key in the `anthropic` "
+            "credentials): writing queries with the offline generator. Set the "
+            "key (or provider: claude) to use Claude."
         )
         return "offline"
     if name not in ("claude", "offline"):
-        raise ValueError(
+        raise UserError(
             f"Unknown query provider '{name}': use claude, offline or auto."
         )
     return name
 
 
 def generate_queries(
-    products: pd.DataFrame, query_cache: AnswerCache, params: dict[str, Any]
+    products: pd.DataFrame,
+    query_cache: AnswerCache,
+    params: dict[str, Any],
+    anthropic_credentials: dict[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write ``queries_per_product`` shopper queries for every product with the
-    chosen provider; products whose generation failed are returned apart."""
+    chosen provider; products whose generation failed are returned apart.
+
+    ``auto`` picks Claude when ``anthropic_credentials`` (the catalog's
+    ``anthropic`` credentials, which read ANTHROPIC_API_KEY) hold a key."""
+    anthropic_credentials = anthropic_credentials or {}
     per_product = int(params["queries_per_product"])
     query_types = list(params["query_types"])
     if per_product < 1 or not query_types:
-        raise ValueError(
+        raise UserError(
             "queries_per_product must be at least 1 and query_types non-empty."
         )
-    provider = _choose_provider(params["provider"])
+    provider = _choose_provider(params["provider"], anthropic_credentials)
     if provider == "offline":
         queries = generate_offline(
             products, queries_per_product=per_product, query_types=query_types,
@@ -209,6 +219,7 @@ def generate_queries(
             queries_per_product=per_product,
             query_types=query_types,
             max_failures=int(max_failure_rate * len(products)),
+            credentials=anthropic_credentials,
             **claude,
         )
     queries = queries.copy()
@@ -267,7 +278,7 @@ def filter_queries(
     }
     logger.info("Kept %d of %d queries (dropped: %s)", len(kept), len(queries), dropped)
     if kept.empty:
-        raise ValueError(f"Every generated query was filtered out: {dropped}.")
+        raise UserError(f"Every generated query was filtered out: {dropped}.")
     return kept, report
 
 
@@ -305,7 +316,7 @@ def prepare_search_logs(
         if theirs not in search_logs.columns
     ]  # fmt: skip
     if missing:
-        raise ValueError(
+        raise UserError(
             f"The search log lacks the column(s) {', '.join(missing)}. It has: "
             f"{list(search_logs.columns)}. Map your column names under "
             "`data_generation.search_logs.columns` ({our_name: your_name})."
@@ -313,13 +324,13 @@ def prepare_search_logs(
     positive_min = float(options["positive_min"])
     negative_max = options.get("negative_max")
     if negative_max is not None and float(negative_max) >= positive_min:
-        raise ValueError(
+        raise UserError(
             f"search_logs.negative_max ({negative_max}) must be below positive_min "
             f"({positive_min}): a pair cannot be both."
         )
     aggregate = options.get("aggregate", "max")
     if aggregate not in ("max", "sum"):
-        raise ValueError(
+        raise UserError(
             f"search_logs.aggregate must be 'max' (judgments) or 'sum' (event "
             f"counts), got '{aggregate}'."
         )
@@ -412,7 +423,7 @@ def mix_query_sources(
     sources = params["query_sources"]
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"Unknown query source(s) {unknown} in query_sources: use {list(SOURCES)}."
         )
     frames = {
@@ -449,7 +460,7 @@ def mix_query_sources(
             report["removed_as_judged"],
         )
     if mixed.empty:
-        raise ValueError(
+        raise UserError(
             f"No training query is left after mixing the sources: {report}."
         )
     return mixed, negatives.reset_index(drop=True), report
@@ -458,7 +469,7 @@ def mix_query_sources(
 def _share(value: Any, name: str) -> float:
     share = float(value or 0)
     if not 0 <= share < 1:
-        raise ValueError(f"{name} must be from 0 to below 1, got {value}.")
+        raise UserError(f"{name} must be from 0 to below 1, got {value}.")
     return share
 
 
@@ -487,15 +498,15 @@ def split_queries(
     split = params["split"]
     test_size, split_by = float(split["test_size"]), split["split_by"]
     if not 0 < test_size < 1:
-        raise ValueError(f"split.test_size must be between 0 and 1, got {test_size}.")
+        raise UserError(f"split.test_size must be between 0 and 1, got {test_size}.")
     if split_by not in ("query", "product"):
-        raise ValueError(
+        raise UserError(
             f"split.split_by must be 'query' or 'product', got '{split_by}'."
         )
     shares = split.get("validation") or {}
     unknown = sorted(set(shares) - set(SOURCES))
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"Unknown query source(s) {unknown} in split.validation: use "
             f"{list(SOURCES)}."
         )
@@ -505,7 +516,7 @@ def split_queries(
     }
     generated = queries["source"] == "generated"
     if not generated.any():
-        raise ValueError(
+        raise UserError(
             "The held-out test queries come from the generated queries, and there "
             "are none: keep some (query_sources.generated.max_queries > 0)."
         )
@@ -514,7 +525,7 @@ def split_queries(
     unique_units = units[generated].drop_duplicates().to_numpy()
     n_test = round(len(unique_units) * test_size)
     if not 0 < n_test < len(unique_units):
-        raise ValueError(
+        raise UserError(
             f"Cannot hold out {test_size:.0%} of {len(unique_units)} {split_by}s "
             "and keep both sides non-empty."
         )
@@ -539,7 +550,7 @@ def split_queries(
     )
     trains = ~held_out & ~validating
     if not (trains & generated).any():
-        raise ValueError(
+        raise UserError(
             f"No generated query is left to train on after holding out "
             f"{test_size:.0%} for testing and {validation_shares['generated']:.0%} "
             "for validation."

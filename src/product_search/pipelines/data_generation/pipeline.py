@@ -24,7 +24,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 generate_queries,
-                inputs=["products", "query_cache", "params:data_generation"],
+                # The key is an input, not the node's look-up in the
+                # environment: the same inputs give the same provider.
+                inputs=[
+                    "products",
+                    "query_cache",
+                    "params:data_generation",
+                    "anthropic_credentials",
+                ],
                 outputs=["generated_queries", "generation_failures"],
                 name="generate_queries_node",
             ),

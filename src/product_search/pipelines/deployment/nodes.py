@@ -12,7 +12,7 @@ from kedro.io.core import DatasetError
 from sentence_transformers import SentenceTransformer
 
 from product_search.datasets import load_model_by_id, model_id
-from product_search.errors import PromotionRefusedError
+from product_search.errors import PromotionRefusedError, UserError
 from product_search.pipelines.evaluation.nodes import (
     build_evaluation_set,
     evaluate_model,
@@ -55,12 +55,12 @@ def decide_promotion(
     verdict = metrics.get("promotion")
     candidate_id = model_id(candidate)
     if not verdict:
-        raise ValueError(
+        raise UserError(
             "metrics.json has no promotion verdict: run the evaluation pipeline "
             "before the deployment (kedro run --pipelines=evaluation,deployment)."
         )
     if verdict["candidate_model"] != candidate_id:
-        raise ValueError(
+        raise UserError(
             f"metrics.json judges the model '{verdict['candidate_model']}', but "
             f"the model to deploy is '{candidate_id}': run the evaluation "
             "pipeline on it first."
@@ -77,7 +77,7 @@ def decide_promotion(
         try:
             serving = load_model_by_id(serving_id)
         except DatasetError as exc:
-            raise ValueError(
+            raise UserError(
                 f"The promotion gate cannot load the serving model '{serving_id}' "
                 f"to compare the candidate with ({exc}). Restore it, or set "
                 "promotion.force=true to deploy without the comparison."
@@ -157,7 +157,7 @@ def embed_products(
         if column not in products.columns
     ]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"products lacks the column(s) {missing} needed for the search table; "
             f"it has {list(products.columns)}."
         )

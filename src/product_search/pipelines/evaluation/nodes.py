@@ -5,6 +5,7 @@ compared with a paired test, a report and a chart."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from sentence_transformers import CrossEncoder, SentenceTransformer
 
 from product_search import metrics as m
 from product_search.datasets import model_id
+from product_search.errors import UserError
 from product_search.search import fusion
 from product_search.search.index import unit_vectors
 from product_search.search.onnx import OnnxEncoder, export_onnx
@@ -29,7 +31,7 @@ logger = logging.getLogger(__name__)
 def _require_columns(frame: pd.DataFrame, name: str, columns: list[str]) -> None:
     missing = [column for column in columns if column not in frame.columns]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"`{name}` lacks the column(s) {missing}; it has {list(frame.columns)}."
         )
 
@@ -48,7 +50,7 @@ def _judgments(
     if judged_queries.empty and relevance_judgments.empty:
         return {}
     if judged_queries.empty or relevance_judgments.empty:
-        raise ValueError(
+        raise UserError(
             f"Human judgments need both files: `judged_queries` has "
             f"{len(judged_queries)} rows and `relevance_judgments` "
             f"{len(relevance_judgments)}."
@@ -94,14 +96,14 @@ def _judgments(
         if failed.any()
     ]
     if problems:
-        raise ValueError(f"The human judgments have {'; '.join(problems)}.")
+        raise UserError(f"The human judgments have {'; '.join(problems)}.")
     has_relevant = qrels.groupby("query_id")["relevance"].max() > 0
     judged = set(qrels["query_id"])
     without_judgments = queries.loc[~queries["query_id"].isin(judged), "query_id"]
     without_relevant = has_relevant.index[~has_relevant]
     kept = queries[queries["query_id"].isin(has_relevant.index[has_relevant])]
     if kept.empty:
-        raise ValueError(
+        raise UserError(
             "No judged query has a product judged relevant (relevance > 0), so no "
             "real-query metric can be computed."
         )
@@ -146,9 +148,9 @@ def build_evaluation_set(
     _require_columns(products, "products", ["product_id", "title", "text"])
     _require_columns(test_queries, "test_queries", ["query_id", "query", "product_id"])
     if products.empty:
-        raise ValueError("`products` is empty: there is nothing to search.")
+        raise UserError("`products` is empty: there is nothing to search.")
     if test_queries.empty:
-        raise ValueError(
+        raise UserError(
             "`test_queries` is empty: run the data_generation pipeline first."
         )
     product_ids = products["product_id"].astype(str)
@@ -158,17 +160,17 @@ def build_evaluation_set(
         query=test_queries["query"].fillna("").astype(str),
     )
     if product_ids.duplicated().any():
-        raise ValueError(
+        raise UserError(
             f"`products` repeats product ids, e.g. {_first_duplicates(product_ids)}."
         )
     if queries["query_id"].duplicated().any():
-        raise ValueError(
+        raise UserError(
             "`test_queries` repeats query ids, e.g. "
             f"{_first_duplicates(queries['query_id'])}."
         )
     unknown = queries.loc[~queries["product_id"].isin(product_ids), "product_id"]
     if len(unknown):
-        raise ValueError(
+        raise UserError(
             f"{len(unknown)} test queries point to products that are not in "
             f"`products` (e.g. {unknown.head(3).tolist()}): were they made from "
             "another catalog?"
@@ -360,7 +362,7 @@ def promotion_verdict(
         per_query = {params["primary_metric"]: baseline_evaluation["per_query_ndcg"]}
         candidate = {params["primary_metric"]: candidate_evaluation["per_query_ndcg"]}
     if metric not in per_query:
-        raise ValueError(
+        raise UserError(
             f"promotion.metric '{metric}' is not measured per query on the "
             f"{'real' if real else 'test'} queries; use one of {list(per_query)} "
             "(evaluation.real_query_metrics, or evaluation.primary_metric without "
@@ -443,6 +445,37 @@ def compare_models(
         metrics["significance"]["wilcoxon_p_value"],
     )  # fmt: skip
     return metrics, per_query
+
+
+def _metric_key(path: tuple[str, ...]) -> str:
+    # MLflow keys allow letters, digits and _ - . / and spaces; "ndcg@10" does not.
+    key = ".".join(path).replace("@", "_at_")
+    return re.sub(r"[^\w\-./ ]", "_", key)
+
+
+def tracked_metrics(
+    metrics: dict[str, Any], training_history: dict[str, Any]
+) -> dict[str, list[dict[str, float]]]:
+    """Every number of ``metrics`` (each model, search mode, real-query and
+    ONNX figure, p-values, counts) as an MLflow metric named by its path,
+    e.g. ``metrics.ndcg_at_10.fine_tuned``, and the training loss by step as
+    ``training.loss``: the input of kedro-mlflow's metrics dataset."""
+    tracked: dict[str, list[dict[str, float]]] = {}
+
+    def walk(value: Any, path: tuple[str, ...]) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, (*path, str(key)))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            if np.isfinite(value):
+                tracked[_metric_key(path)] = [{"value": float(value), "step": 0}]
+
+    walk(metrics, ())
+    tracked["training.loss"] = [
+        {"value": float(entry["loss"]), "step": int(entry["step"])}
+        for entry in training_history.get("loss_by_step", [])
+    ]
+    return tracked
 
 
 def write_report(

@@ -11,6 +11,7 @@ from .nodes import (
     evaluate_onnx,
     evaluate_search_modes,
     plot_metrics,
+    tracked_metrics,
     tune_search_options,
     write_report,
 )
@@ -143,6 +144,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs="metrics",
                 outputs="metrics_chart",
                 name="plot_metrics_node",
+            ),
+            Node(
+                tracked_metrics,
+                inputs=["metrics", "training_history"],
+                outputs="tracked_metrics",
+                name="track_metrics_node",
             ),
         ]
     )

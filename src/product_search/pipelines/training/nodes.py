@@ -27,8 +27,9 @@ from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 from sentence_transformers.sentence_transformer import losses
 from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 from sentence_transformers.util import mine_hard_negatives
-from transformers import TrainerCallback
+from transformers import ProgressCallback, TrainerCallback
 
+from product_search.errors import UserError
 from product_search.search.analyzer import analyze
 from product_search.search.bm25 import Bm25Params, build_index
 from product_search.search.index import unit_vectors
@@ -54,7 +55,7 @@ def training_pairs(
     """Join each query to its product's text; drop and count pairs that cannot
     be used (unknown product, empty query, duplicate)."""
     if train_pairs.empty:
-        raise ValueError(
+        raise UserError(
             "There are no training pairs: run the data_generation pipeline first "
             "or check `train_pairs` in the catalog."
         )
@@ -83,7 +84,7 @@ def training_pairs(
     if max_pairs:
         pairs = pairs.head(int(max_pairs))
     if pairs.empty:
-        raise ValueError(f"No usable training pair is left: {report}.")
+        raise UserError(f"No usable training pair is left: {report}.")
     report["used_pairs"] = len(pairs)
     if "source" in pairs:
         report["by_source"] = {
@@ -142,7 +143,7 @@ def _build_loss(model: SentenceTransformer, params: dict[str, Any]) -> torch.nn.
             model, mini_batch_size=int(params["mini_batch_size"])
         )
     else:
-        raise ValueError(f"Unknown loss '{name}': use mnrl or cached_mnrl.")
+        raise UserError(f"Unknown loss '{name}': use mnrl or cached_mnrl.")
     matryoshka = params.get("matryoshka") or {}
     if matryoshka.get("enabled"):
         loss = losses.MatryoshkaLoss(
@@ -195,13 +196,37 @@ def _training_arguments(
     )
 
 
-class _LossLogger(TrainerCallback):
+# Log lines per training beside the progress bar; the loss of every step
+# still goes to the training history.
+LOG_LINES = 20
+
+
+class _QuietProgress(ProgressCallback):
+    """The trainer's progress bar without its print of every step's logs."""
+
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            logger.info(
-                "step %d/%d  epoch %.2f  loss %.4f",
-                state.global_step, state.max_steps, logs.get("epoch", 0), logs["loss"],
-            )  # fmt: skip
+        pass
+
+
+class _LossLogger(TrainerCallback):
+    """One log line every ``max_steps / LOG_LINES`` steps, and at the last."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        every = max(1, state.max_steps // LOG_LINES)
+        if not logs or "loss" not in logs:
+            return
+        if state.global_step % every and state.global_step != state.max_steps:
+            return
+        logger.info(
+            "step %d/%d  epoch %.2f  loss %.4f",
+            state.global_step, state.max_steps, logs.get("epoch", 0), logs["loss"],
+        )  # fmt: skip
+
+
+def _quiet(trainer: Any) -> Any:
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_QuietProgress())
+    return trainer
 
 
 def train_model(
@@ -253,12 +278,14 @@ def train_model(
             batch_sampler=BatchSamplers.NO_DUPLICATES,
             bf16=bool(params.get("bf16")) and device == "cuda",
         )  # fmt: skip
-        trainer = SentenceTransformerTrainer(
-            model=model,
-            args=args,
-            train_dataset=dataset,
-            loss=loss,
-            callbacks=[_LossLogger()],
+        trainer = _quiet(
+            SentenceTransformerTrainer(
+                model=model,
+                args=args,
+                train_dataset=dataset,
+                loss=loss,
+                callbacks=[_LossLogger()],
+            )
         )
         started = time.perf_counter()
         result = trainer.train()
@@ -383,12 +410,14 @@ def train_reranker(
         args = _training_arguments(
             CrossEncoderTrainingArguments, output_dir, params, device
         )
-        trainer = CrossEncoderTrainer(
-            model=model,
-            args=args,
-            train_dataset=Dataset.from_pandas(examples, preserve_index=False),
-            loss=BinaryCrossEntropyLoss(model),
-            callbacks=[_LossLogger()],
+        trainer = _quiet(
+            CrossEncoderTrainer(
+                model=model,
+                args=args,
+                train_dataset=Dataset.from_pandas(examples, preserve_index=False),
+                loss=BinaryCrossEntropyLoss(model),
+                callbacks=[_LossLogger()],
+            )
         )
         started = time.perf_counter()
         result = trainer.train()
