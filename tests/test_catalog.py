@@ -72,9 +72,9 @@ def test_every_evaluation_dataset_is_declared():
 
 def test_the_report_can_be_rewritten_without_the_models():
     declared = set(_catalog_config())
-    from_report = evaluation().from_nodes("write_report_node")
+    from_report = evaluation().from_nodes("evaluation.write_report_node")
 
-    assert [node.name for node in from_report.nodes] == ["write_report_node"]
+    assert [node.name for node in from_report.nodes] == ["evaluation.write_report_node"]
     assert {
         name for name in from_report.inputs() if not name.startswith("params:")
     } <= declared

@@ -135,6 +135,39 @@ def test_default_pipeline_runs_every_pipeline():
         assert {n.name for n in pipelines[name].nodes} <= default_nodes
 
 
+def test_each_pipeline_is_a_namespace_for_its_nodes_only():
+    """kedro-viz groups the nodes by namespace; the datasets keep their catalog
+    names, so catalogs, `--params` and `--from-inputs` are unchanged."""
+    pipelines = register_pipelines()
+    names = ("data_generation", "training", "evaluation", "deployment")
+    for name in names:
+        for node in pipelines[name].nodes:
+            assert node.namespace == name, node.name
+            assert node.name.startswith(f"{name}.")
+    default = pipelines["__default__"]
+    groups = default.group_nodes_by("namespace")
+    assert {(group.name, group.type) for group in groups} == {
+        (name, "namespace") for name in names
+    }
+    assert not {
+        dataset
+        for dataset in default.datasets()
+        if dataset.startswith(tuple(f"{name}." for name in names))
+    }
+    assert default.inputs() == {
+        "raw_products", "search_logs", "judged_queries", "relevance_judgments",
+        "query_cache", "anthropic_credentials", "base_model", "reranker_base",
+        "serving_search_table", "params:data_generation",
+        "params:data_generation.split", "params:training", "params:reranker",
+        "params:search", "params:evaluation", "params:promotion", "params:onnx",
+        "params:deployment",
+    }  # fmt: skip
+    assert default.outputs() == {
+        "evaluation_report", "metrics_chart", "onnx_model", "per_query_ndcg",
+        "product_embeddings", "tracked_metrics", "fine_tuned_model_mlflow",
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize("per_product", [2])
 def test_kedro_run_test_env_with_params_override(per_product):
     """The command line contract: `--env=test` writes under data/test and

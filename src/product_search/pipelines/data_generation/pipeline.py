@@ -78,5 +78,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="data_quality",
                 name="report_data_quality_node",
             ),
-        ]
+        ],
+        # One stage in kedro-viz; the datasets keep their catalog names.
+        namespace="data_generation",
+        prefix_datasets_with_namespace=False,
     )

@@ -65,5 +65,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="product_embeddings",
                 name="index_products_node",
             ),
-        ]
+        ],
+        # One stage in kedro-viz; the datasets keep their catalog names.
+        namespace="deployment",
+        prefix_datasets_with_namespace=False,
     )

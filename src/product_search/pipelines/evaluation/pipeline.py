@@ -151,5 +151,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="tracked_metrics",
                 name="track_metrics_node",
             ),
-        ]
+        ],
+        # One stage in kedro-viz; the datasets keep their catalog names.
+        namespace="evaluation",
+        prefix_datasets_with_namespace=False,
     )

@@ -378,6 +378,13 @@ def reranker_examples(
     return examples.sample(frac=1.0, random_state=int(params["seed"])), counts
 
 
+def model_to_track(model: SentenceTransformer) -> SentenceTransformer:
+    """The fine-tuned model as saved, for MLflow to log with the run
+    (``fine_tuned_model_mlflow``): a dataset cannot be both Kedro's versioned
+    model and MLflow's logged one."""
+    return model
+
+
 def train_reranker(
     train_pairs: pd.DataFrame,
     train_negatives: pd.DataFrame,

@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import train_model, train_reranker
+from .nodes import model_to_track, train_model, train_reranker
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -22,6 +22,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="train_model_node",
             ),
             Node(
+                model_to_track,
+                inputs="fine_tuned_model",
+                outputs="fine_tuned_model_mlflow",
+                name="track_model_node",
+            ),
+            Node(
                 train_reranker,
                 inputs={
                     "train_pairs": "train_pairs",
@@ -36,5 +42,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=["reranker", "reranker_history"],
                 name="train_reranker_node",
             ),
-        ]
+        ],
+        # One stage in kedro-viz; the datasets keep their catalog names.
+        namespace="training",
+        prefix_datasets_with_namespace=False,
     )
