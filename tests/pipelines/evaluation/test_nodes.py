@@ -487,3 +487,22 @@ def test_tracked_metrics_land_in_the_active_mlflow_run(tmp_path):
     }
     loss = client.get_metric_history(run.info.run_id, "training.loss")
     assert [(m.step, m.value) for m in loss] == [(1, 1.25), (2, 0.5)]
+
+
+def test_the_catalogs_model_entry_logs_a_model_mlflow_can_load(base_model, tmp_path):
+    import mlflow  # noqa: PLC0415
+    from kedro.io import DataCatalog  # noqa: PLC0415
+
+    with open(ROOT / "conf" / "base" / "catalog.yml") as f:
+        entry = yaml.safe_load(f)["fine_tuned_model_mlflow"]
+    dataset = DataCatalog.from_config({"model": entry}).get("model")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run() as run:
+        dataset.save(base_model)
+
+    [logged] = mlflow.search_logged_models(
+        filter_string=f"source_run_id = '{run.info.run_id}'", output_format="list"
+    )
+    loaded = mlflow.sentence_transformers.load_model(logged.model_uri)
+    text = ["cast iron pan"]
+    assert loaded.encode(text) == pytest.approx(base_model.encode(text), abs=1e-6)
