@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint viz serve bench clean
+.PHONY: install run test lint viz serve mlflow-ui bench clean
 
 $(BIN)/kedro: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ viz: install
 
 serve: install
 	$(BIN)/python -m product_search.service $(ARGS)
+
+# kedro-mlflow starts the `mlflow` command, which lives in the virtual environment.
+mlflow-ui: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/kedro mlflow ui $(ARGS)
 
 clean:
 	rm -rf $(VENV)
