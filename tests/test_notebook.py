@@ -125,3 +125,45 @@ def test_notebook_runs_on_the_test_environment(test_env_outputs, monkeypatch):
     assert summary["side_by_side_columns"] == ["base_model", "fine_tuned_model"]
     assert summary["side_by_side_rows"] == 5
     assert "Query: " in _text(_tagged(notebook, "side-by-side"))
+
+
+def test_the_run_lands_in_mlflow_with_its_metrics_and_model(test_env_outputs):
+    import mlflow  # noqa: PLC0415
+
+    mlflow.set_tracking_uri(f"sqlite:///{ROOT / 'data' / 'mlflow-test.db'}")
+    experiment = mlflow.get_experiment_by_name("product_search_test")
+    [run] = mlflow.MlflowClient().search_runs(
+        [experiment.experiment_id],
+        # The latest run that evaluated (other tests run data_generation only).
+        filter_string="metrics.`tracked_metrics.metrics.ndcg_at_10.fine_tuned` >= 0",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    metrics = json.loads(
+        max(
+            (ROOT / "data" / "test" / "08_reporting" / "metrics.json").glob(
+                "*/metrics.json"
+            )
+        ).read_text()
+    )
+
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["tracked_metrics.metrics.ndcg_at_10.fine_tuned"] == (
+        pytest.approx(metrics["metrics"]["ndcg@10"]["fine_tuned"])
+    )
+    assert run.data.params["training.epochs"] == "1"
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {
+        "evaluation_report.md",
+        "metrics_chart.png",
+        "training_history.json",
+    } <= artifacts
+    # The fine-tuned model, logged with the run.
+    [model] = mlflow.search_logged_models(
+        experiment_ids=[experiment.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+        output_format="list",
+    )
+    assert mlflow.sentence_transformers.load_model(model.model_uri).encode(
+        ["cast iron pan"]
+    ).shape == (1, 384)
