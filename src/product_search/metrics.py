@@ -205,6 +205,12 @@ def top_k(
     return [[(int(h["corpus_id"]), float(h["score"])) for h in row] for row in hits]
 
 
+def ranked_run(product_ids: Sequence[str]) -> dict[str, float]:
+    """A served order as a run for :func:`graded_metrics`: scores that ranx
+    cannot reorder (best = highest), whatever the hits' own scores were."""
+    return {pid: float(len(product_ids) - rank) for rank, pid in enumerate(product_ids)}
+
+
 def graded_metrics(
     qrels: Mapping[str, Mapping[str, int]],
     run: Mapping[str, Mapping[str, float]],

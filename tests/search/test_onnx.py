@@ -60,7 +60,7 @@ def test_encoder_speaks_the_evaluations_interface(onnx_export):
     assert isinstance(tensor, torch.Tensor)
     assert tensor.shape == (2, 384)
     assert model_id(encoder) == "all-MiniLM-L6-v2"
-    assert encoder.describe()["variant"] == "fp32"
+    assert (encoder.name, encoder.variant) == ("onnx", "fp32")
 
 
 def test_missing_variant_is_refused(base_model):

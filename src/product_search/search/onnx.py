@@ -146,7 +146,6 @@ class OnnxEncoder:
         )
         self.export = export
         self.variant = variant
-        self.threads = threads
         self.model_id = export.model_id
         self.dimension = export.dimension
         self.name = "onnx" if variant == "fp32" else f"onnx-{variant}"
@@ -193,11 +192,3 @@ class OnnxEncoder:
 
     encode_query = encode
     encode_document = encode
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "backend": self.name,
-            "variant": self.variant,
-            "threads": self.threads,
-            **self.export.describe(),
-        }

@@ -21,7 +21,7 @@ from product_search.search import fusion
 from product_search.search.index import unit_vectors
 from product_search.search.onnx import OnnxEncoder, export_onnx
 from product_search.search.rerank import Reranker, reranked_search
-from product_search.search.table import Hit, Mode, SearchOptions, SearchTable
+from product_search.search.table import Mode, SearchOptions, SearchTable
 
 from .report import fusion_label, plot_metrics_chart, render_report
 
@@ -506,11 +506,6 @@ def plot_metrics(metrics: dict[str, Any]) -> Figure:
     return plot_metrics_chart(metrics)
 
 
-def _rank_run(hits: list[Hit]) -> dict[str, float]:
-    """The served order as scores ranx cannot reorder: best = highest."""
-    return {hit.product_id: float(len(hits) - rank) for rank, hit in enumerate(hits)}
-
-
 def search_run(
     table: SearchTable,
     queries: dict[str, str],
@@ -526,10 +521,13 @@ def search_run(
     ``{query_id: {product_id: score}}`` in the served order."""
     rows = [None] * len(queries) if vectors is None else list(vectors)
     return {
-        query_id: _rank_run(
-            reranked_search(
-                table, reranker, text, vector, k, mode=mode, options=options
-            )
+        query_id: m.ranked_run(
+            [
+                hit.product_id
+                for hit in reranked_search(
+                    table, reranker, text, vector, k, mode=mode, options=options
+                )
+            ]
         )  # fmt: skip
         for (query_id, text), vector in zip(queries.items(), rows, strict=True)
     }

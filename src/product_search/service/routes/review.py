@@ -15,7 +15,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
-from product_search.metrics import graded_metrics
+from product_search.metrics import graded_metrics, ranked_run
 from product_search.search.rerank import reranked_search
 from product_search.search.table import Hit, Mode, SearchError
 from product_search.service.deps import Served, ServedDep, SettingsDep, check_search
@@ -65,7 +65,7 @@ def ndcg(hits: list[Hit], grades: Mapping[str, int]) -> float:
     """NDCG@10 of ``hits`` in their order, by :func:`graded_metrics` (ranx,
     linear gains), scored as the evaluation scores a served order."""
     metric = f"ndcg@{NDCG_AT}"
-    run = {hit.product_id: float(len(hits) - rank) for rank, hit in enumerate(hits)}
+    run = ranked_run([hit.product_id for hit in hits])
     return graded_metrics({"query": grades}, {"query": run}, [metric])[metric]["query"]
 
 
