@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ from kedro.io.core import DatasetError
 
 from product_search.datasets import OnnxModelDataset, model_id
 from product_search.search.index import unit_vectors
-from product_search.search.onnx import OnnxEncoder
+from product_search.search.onnx import OnnxEncoder, OnnxReranker
 
 TEXTS = [
     "cordless drill",
@@ -110,3 +111,80 @@ def test_a_new_export_replaces_the_old_one_whole(tmp_path, onnx_export):
 def test_loading_a_missing_export_says_how_to_make_one(tmp_path):
     with pytest.raises(DatasetError, match="kedro run --pipeline deployment"):
         OnnxModelDataset(path=str(tmp_path / "nothing")).load()
+
+
+PAIRS = [
+    ("cordless drill", "Ryobi 18V cordless drill/driver kit"),
+    ("cordless drill", "Cast iron skillet 10 inch"),
+    ("3/4 in. pvc elbow", "Charlotte Pipe 3/4 in. PVC 90-degree elbow " * 20),
+    ("café crème", "Ünïcödé espresso cups, set of 4"),
+]
+
+
+@pytest.fixture(scope="module")
+def reranker_export(reranker_base):
+    """The untrained cross-encoder, exported (~5 s)."""
+    import copy  # noqa: PLC0415
+
+    from product_search.search.onnx import export_onnx  # noqa: PLC0415
+
+    model = copy.deepcopy(reranker_base)
+    model.max_length = 32  # the long pair is truncated, as in predict
+    return model, export_onnx(model, "reranker", int8=True)
+
+
+def test_reranker_scores_equal_predicts_within_1e_5(reranker_export):
+    model, export = reranker_export
+    expected = model.predict(PAIRS, show_progress_bar=False)
+
+    scores = OnnxReranker(export, "fp32", threads=1).predict(PAIRS, batch_size=3)
+
+    assert (export.kind, export.activation, export.max_seq_length) == (
+        "reranker", "sigmoid", 32,
+    )  # fmt: skip
+    assert scores.shape == (4,)
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    assert (
+        len(set(np.round(scores, 6))) == 4
+    )  # an untrained head still tells them apart
+
+
+def test_int8_reranker_keeps_the_order_of_clearly_different_scores(reranker_export):
+    model, export = reranker_export
+    fp32 = OnnxReranker(export, "fp32").predict(PAIRS)
+    int8 = OnnxReranker(export, "int8").predict(PAIRS)
+
+    assert np.abs(int8 - fp32).max() < 0.05
+    assert not np.allclose(int8, fp32, atol=1e-6)  # it is another graph
+    assert OnnxReranker(export, "int8").name == "onnx-int8"
+
+
+def test_an_export_serves_only_its_own_kind(onnx_export, reranker_export):
+    _, export = reranker_export
+
+    with pytest.raises(ValueError, match="is a reranker, not an embedding model"):
+        OnnxEncoder(export)
+    with pytest.raises(ValueError, match="is an embedding model, not a reranker"):
+        OnnxReranker(onnx_export)
+
+
+def test_dataset_keeps_the_reranker_beside_the_model(tmp_path, onnx_export, reranker_export):  # fmt: skip
+    _, reranker = reranker_export
+    dataset = OnnxModelDataset(path=str(tmp_path / "onnx_model"))
+
+    dataset.save(dataclasses.replace(onnx_export, reranker=reranker))
+    loaded = dataset.load()
+
+    assert loaded.reranker.model_id == "reranker"
+    assert loaded.reranker.graphs == reranker.graphs
+    np.testing.assert_array_equal(
+        OnnxReranker(loaded.reranker).predict(PAIRS),
+        OnnxReranker(reranker).predict(PAIRS),
+    )
+    config = json.loads((tmp_path / "onnx_model" / "onnx_config.json").read_text())
+    assert config["reranker"] == "reranker"
+
+    dataset.save(onnx_export)  # a deployment without a reranker
+
+    assert dataset.load().reranker is None
+    assert not (tmp_path / "onnx_model" / "reranker").exists()

@@ -3,12 +3,19 @@ unless the request says rerank: false; /health names it."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from product_search.datasets import CrossEncoderModelDataset
+from product_search.search.onnx import OnnxReranker, export_onnx
 from product_search.search.rerank import Reranker
 from product_search.service.deps import Served
+from product_search.service.project import served_reranker
 from product_search.service.settings import ServiceSettings
 from tests.service.conftest import serving
 
@@ -70,11 +77,35 @@ def test_search_reranks_the_top_hits_by_the_rerankers_scores(
         )  # fmt: skip
 
 
+def test_the_rerankers_weight_blends_its_score_with_the_hybrid_score(
+    encoder, deployed_table, scorer
+):
+    query = {"query": "pan for the kitchen", "k": 4}
+    served = {}
+    for weight in (0.0, 1.0):
+        reranker = Reranker(scorer, "r@v1", 4, ("title", "brand"), weight=weight)
+        with TestClient(
+            serving(Served(encoder, deployed_table, reranker=reranker))
+        ) as client:
+            plain = client.post("/search", json=query | {"rerank": False}).json()
+            served[weight] = client.post("/search", json=query).json()["results"]
+
+    ids = [[h["product_id"] for h in served[w]] for w in (0.0, 1.0)]
+    # Weight 0 keeps the hybrid order (with the reranker's scores shown);
+    # weight 1 is the reranker's order.
+    assert ids[0] == [h["product_id"] for h in plain["results"]]
+    assert [h["rerank_score"] for h in served[0.0]] != [None] * 4
+    assert [h["rerank_score"] for h in served[1.0]] == [3.0, 2.0, 1.0, 0.0]
+    assert ids[0] != ids[1]
+
+
 def test_health_names_the_reranker(reranking_client, client):
     assert reranking_client.get("/health").json()["reranker"] == {
         "model": "rerankers/alphabetical@v1",
         "top_n": 4,
         "text_columns": ["title", "brand"],
+        "weight": 1.0,
+        "backend": "torch",
     }
     assert client.get("/health").json()["reranker"] is None
 
@@ -85,3 +116,37 @@ def test_rerank_top_n_setting_replaces_or_switches_off_the_tables(scorer):
     assert ServiceSettings(rerank_top_n=20).reranker(shipped).top_n == 20
     assert ServiceSettings(rerank_top_n=0).reranker(shipped) is None
     assert ServiceSettings(rerank_top_n=20).reranker(None) is None
+    both = ServiceSettings(rerank_top_n=20, rerank_weight=0.3).reranker(shipped)
+    assert (both.top_n, both.weight) == (20, 0.3)
+    with pytest.raises(ValueError, match="less than or equal to 1"):
+        ServiceSettings(rerank_weight=1.5)
+
+
+def test_the_reranker_runs_with_onnx_runtime_where_the_export_carries_it(
+    tmp_path, reranker_base, caplog
+):
+    model = copy.deepcopy(reranker_base)  # saving writes into the model's card
+    path = str(tmp_path / "reranker")
+    CrossEncoderModelDataset(model_name_or_path=path).save(model)
+    info = {"reranker": {"model": path, "top_n": 5, "text_columns": ["title"],
+                         "weight": 0.4}}  # fmt: skip
+    export = export_onnx(model, path, int8=True)
+    model_export = SimpleNamespace(reranker=export)
+    pairs = [("drill", "cordless drill"), ("drill", "cast iron skillet")]
+
+    onnx = served_reranker(info, model_export, ServiceSettings())
+    int8 = served_reranker(info, model_export, ServiceSettings(onnx_variant="int8"))
+    other = SimpleNamespace(reranker=dataclasses.replace(export, model_id="other@v0"))
+    torch = served_reranker(info, other, ServiceSettings())
+
+    assert (onnx.backend, int8.backend, torch.backend) == ("onnx", "onnx-int8", "torch")
+    assert isinstance(onnx.model, OnnxReranker)
+    assert (onnx.model_id, onnx.top_n, onnx.columns, onnx.weight) == (
+        path, 5, ("title",), 0.4,
+    )  # fmt: skip
+    np.testing.assert_allclose(
+        onnx.model.predict(pairs), torch.model.predict(pairs), atol=1e-5
+    )
+    assert "carries no export of the table's reranker" in caplog.text
+    assert served_reranker(info, None).backend == "torch"
+    assert served_reranker({"reranker": {}}, model_export) is None

@@ -13,6 +13,8 @@ from transformers import AutoTokenizer
 from product_search.search.onnx import VARIANTS, OnnxExport
 
 CONFIG = "onnx_config.json"
+# The reranker shipped with the model, exported into this sub-folder.
+RERANKER = "reranker"
 
 
 def _graph_file(variant: str) -> str:
@@ -22,8 +24,8 @@ def _graph_file(variant: str) -> str:
 class OnnxModelDataset(AbstractDataset[OnnxExport, OnnxExport]):
     """A directory holding ``model.onnx`` (fp32), ``model_int8.onnx`` when
     quantised, the tokenizer, and ``onnx_config.json`` naming the model the
-    graphs were exported from (the service serves them only for that model's
-    search table).
+    graphs were exported from (the service serves them only in place of that
+    very model); in ``reranker/``, the same for the reranker shipped with it.
 
     Example catalog entry::
 
@@ -38,41 +40,28 @@ class OnnxModelDataset(AbstractDataset[OnnxExport, OnnxExport]):
 
     def load(self) -> OnnxExport:
         try:
-            config = json.loads((self._path / CONFIG).read_text())
-            graphs = {
-                variant: (self._path / _graph_file(variant)).read_bytes()
-                for variant in config["variants"]
-            }
-            tokenizer = AutoTokenizer.from_pretrained(str(self._path / "tokenizer"))
+            return _read(self._path)
         except (OSError, KeyError, ValueError) as exc:
             raise DatasetError(
                 f"No readable ONNX export in '{self._path}': {exc}. Run "
                 "`kedro run --pipeline deployment` to export the served model."
             ) from exc
-        return OnnxExport(
-            model_id=config["model"],
-            dimension=int(config["dimension"]),
-            max_seq_length=int(config["max_seq_length"]),
-            input_names=tuple(config["input_names"]),
-            graphs=graphs,
-            tokenizer=tokenizer,
-        )
 
     def save(self, data: OnnxExport) -> None:
         if not isinstance(data, OnnxExport):
             raise DatasetError(f"Expected an OnnxExport, got {type(data).__name__}.")
         unknown = set(data.graphs) - set(VARIANTS)
+        if data.reranker is not None:
+            unknown |= set(data.reranker.graphs) - set(VARIANTS)
         if unknown:
             raise DatasetError(f"Unknown ONNX variant(s) {sorted(unknown)}.")
         # Written beside the target and renamed, so that a crash never leaves a
         # half-written export where the service would look for one.
         partial = self._path.with_name(self._path.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        for variant, graph in data.graphs.items():
-            (partial / _graph_file(variant)).write_bytes(graph)
-        data.tokenizer.save_pretrained(str(partial / "tokenizer"))
-        (partial / CONFIG).write_text(json.dumps(data.describe(), indent=2))
+        _write(partial, data)
+        if data.reranker is not None:
+            _write(partial / RERANKER, data.reranker)
         if self._path.exists():
             shutil.rmtree(self._path)
         partial.rename(self._path)
@@ -82,3 +71,32 @@ class OnnxModelDataset(AbstractDataset[OnnxExport, OnnxExport]):
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(PurePosixPath(self._path))}
+
+
+def _read(path: Path) -> OnnxExport:
+    config = json.loads((path / CONFIG).read_text())
+    graphs = {
+        variant: (path / _graph_file(variant)).read_bytes()
+        for variant in config["variants"]
+    }
+    return OnnxExport(
+        model_id=config["model"],
+        dimension=int(config["dimension"]),
+        max_seq_length=int(config["max_seq_length"]),
+        input_names=tuple(config["input_names"]),
+        graphs=graphs,
+        tokenizer=AutoTokenizer.from_pretrained(str(path / "tokenizer")),
+        kind=config.get("kind", "embedding"),
+        activation=config.get("activation", "identity"),
+        reranker=_read(path / RERANKER)
+        if (path / RERANKER / CONFIG).exists()
+        else None,
+    )
+
+
+def _write(path: Path, export: OnnxExport) -> None:
+    path.mkdir(parents=True)
+    for variant, graph in export.graphs.items():
+        (path / _graph_file(variant)).write_bytes(graph)
+    export.tokenizer.save_pretrained(str(path / "tokenizer"))
+    (path / CONFIG).write_text(json.dumps(export.describe(), indent=2))

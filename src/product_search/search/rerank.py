@@ -40,6 +40,25 @@ def rerank_text(fields: Mapping[str, Any], columns: Sequence[str]) -> str:
     return " ".join(parts)
 
 
+def blended_order(
+    retrieval: Sequence[float], rerank_scores: Sequence[float], weight: float
+) -> list[int]:
+    """Indices of the hits, best first, by ``weight`` times the reranker's
+    score plus ``1 - weight`` times the retrieval score, each min-max
+    normalised over the hits; ties keep the retrieval order. With ``weight``
+    1 this is the reranker's order, with 0 the retrieval order."""
+
+    def normalised(scores: Sequence[float]) -> np.ndarray:
+        values = np.asarray(scores, dtype=float)
+        spread = values.max() - values.min() if len(values) else 0.0
+        return (values - values.min()) / spread if spread > 0 else np.zeros(len(values))
+
+    blended = weight * normalised(rerank_scores) + (1.0 - weight) * normalised(
+        retrieval
+    )
+    return sorted(range(len(blended)), key=lambda i: (-blended[i], i))
+
+
 def rerank(
     model: PairScorer,
     query: str,
@@ -47,11 +66,14 @@ def rerank(
     *,
     top_n: int,
     columns: Sequence[str],
-    batch_size: int = 64,
+    weight: float = 1.0,
+    batch_size: int = 16,
 ) -> list[Hit]:
-    """The first ``top_n`` hits ordered by the reranker's score (ties keep
-    their retrieval order), each with its ``rerank_score``; the rest after
-    them as they were."""
+    """The first ``top_n`` hits ordered by the reranker's score blended with
+    their retrieval score (see :func:`blended_order`), each with its
+    ``rerank_score``; the rest after them as they were. Pairs are scored in
+    batches of ``batch_size``: on 2 cores, 50 pairs through MiniLM's six int8
+    layers took 115 ms in batches of 16 and 197 ms in one batch."""
     head, tail = list(hits[:top_n]), list(hits[top_n:])
     if not head:
         return list(hits)
@@ -61,19 +83,21 @@ def rerank(
         show_progress_bar=False,
         convert_to_numpy=True,
     )
-    order = sorted(range(len(head)), key=lambda i: (-float(scores[i]), i))
+    order = blended_order([hit.score for hit in head], scores, weight)
     return [replace(head[i], rerank_score=float(scores[i])) for i in order] + tail
 
 
 @dataclass(frozen=True)
 class Reranker:
     """A trained cross-encoder and how it reranks: the first ``top_n`` hits,
-    each read as its ``columns`` (the text it was trained on)."""
+    each read as its ``columns`` (the text it was trained on), ordered by its
+    score blended with the retrieval score by ``weight`` (1: its score alone)."""
 
     model: PairScorer
     model_id: str
     top_n: int
     columns: tuple[str, ...]
+    weight: float = 1.0
 
     def describe(self) -> dict[str, Any]:
         """What the table's version records and /health shows."""
@@ -81,7 +105,13 @@ class Reranker:
             "model": self.model_id,
             "top_n": self.top_n,
             "text_columns": list(self.columns),
+            "weight": self.weight,
         }
+
+    @property
+    def backend(self) -> str:
+        """What runs it: ``torch``, ``onnx`` or ``onnx-int8``."""
+        return getattr(self.model, "name", "torch")
 
 
 def reranked_search(
@@ -102,8 +132,9 @@ def reranked_search(
         query, vector, max(k, reranker.top_n), mode=mode, options=options
     )
     return rerank(
-        reranker.model, query, hits, top_n=reranker.top_n, columns=reranker.columns
-    )[:k]
+        reranker.model, query, hits, top_n=reranker.top_n,
+        columns=reranker.columns, weight=reranker.weight,
+    )[:k]  # fmt: skip
 
 
 def _top(scores: np.ndarray, depth: int) -> list[int]:

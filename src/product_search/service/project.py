@@ -17,7 +17,7 @@ from sentence_transformers import SentenceTransformer
 
 from product_search.database import leave_embedded_server
 from product_search.datasets import PgVectorTableDataset, load_model_by_id
-from product_search.search.onnx import OnnxExport
+from product_search.search.onnx import OnnxExport, OnnxReranker
 from product_search.search.rerank import Reranker
 from product_search.search.table import SearchError, SearchTable
 from product_search.service.deps import Served
@@ -57,7 +57,7 @@ def serve_project(
             encoder=encoder,
             table=table,
             search_options=settings.search_options(search_defaults(catalog, info)),
-            reranker=settings.reranker(served_reranker(info)),
+            reranker=settings.reranker(served_reranker(info, export, settings)),
             promotion=functools.partial(promotion_decision, catalog),
             base_encoder=None
             if base_model is None
@@ -176,25 +176,43 @@ def served_onnx(catalog: DataCatalog) -> OnnxExport | None:
     return catalog.load("onnx_model")
 
 
-def served_reranker(info: dict[str, Any] | None) -> Reranker | None:
+def served_reranker(
+    info: dict[str, Any] | None,
+    export: OnnxExport | None = None,
+    settings: ServiceSettings | None = None,
+) -> Reranker | None:
     """The reranker the table version ``info`` shipped with, or None (none
-    shipped, or it cannot be loaded: /search then serves hybrid results)."""
+    shipped, or it cannot be loaded: /search then serves hybrid results). It
+    runs with ONNX Runtime where the deployment's ONNX ``export`` carries it
+    (``settings`` choose the variant and threads), else in PyTorch."""
     shipped = (info or {}).get("reranker")
     if not shipped:
         return None
-    try:
-        model = load_model_by_id(shipped["model"], cross_encoder=True)
-    except DatasetError as exc:
-        logger.warning(
-            "Cannot load %s, the table's reranker (%s); /search will not rerank.",
-            shipped["model"], exc,
-        )  # fmt: skip
-        return None
+    onnx = export.reranker if export is not None else None
+    if onnx is not None and onnx.model_id == shipped["model"]:
+        settings = settings or ServiceSettings()
+        model = OnnxReranker(onnx, settings.onnx_variant, settings.threads)
+    else:
+        if export is not None:
+            logger.warning(
+                "The ONNX export carries no export of the table's reranker %s; it "
+                "reranks in PyTorch. Rerun the deployment pipeline to export it.",
+                shipped["model"],
+            )
+        try:
+            model = load_model_by_id(shipped["model"], cross_encoder=True)
+        except DatasetError as exc:
+            logger.warning(
+                "Cannot load %s, the table's reranker (%s); /search will not rerank.",
+                shipped["model"], exc,
+            )  # fmt: skip
+            return None
     return Reranker(
         model=model,
         model_id=shipped["model"],
         top_n=int(shipped["top_n"]),
         columns=tuple(shipped["text_columns"]),
+        weight=float(shipped.get("weight", 1.0)),
     )
 
 

@@ -148,7 +148,8 @@ class HealthResponse(BaseModel):
     )
     reranker: dict[str, Any] | None = Field(
         None,
-        description="The reranker /search uses (model, top_n, text_columns), or null.",
+        description="The reranker /search uses (model, top_n, text_columns, and the "
+        "backend that runs it: torch, onnx or onnx-int8), or null.",
     )
     search_options: SearchOptions = Field(
         description="How /search fuses its lanes: the table's tuned fusion, with "

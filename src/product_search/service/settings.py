@@ -55,6 +55,10 @@ class ServiceSettings(BaseSettings):
     # The hybrid candidates the table's reranker reorders (unset: the number
     # it was deployed with); 0 turns reranking off.
     rerank_top_n: int | None = Field(None, ge=0, le=1000)
+    # The reranker's score against the hybrid score in the served order (unset:
+    # the weight the evaluation tuned and the deployment recorded); 1 orders
+    # by the reranker alone.
+    rerank_weight: float | None = Field(None, ge=0, le=1)
     # Texts per model.encode call when concurrent requests are encoded together.
     max_batch_texts: int = Field(64, ge=1)
     # How long an idle batcher waits for more requests before it encodes. 0
@@ -86,13 +90,19 @@ class ServiceSettings(BaseSettings):
         return SearchOptions(**{**(defaults or {}), **given})
 
     def reranker(self, shipped: Reranker | None) -> Reranker | None:
-        """The table's reranker with ``rerank_top_n`` in place of its own;
-        None without one, or with ``rerank_top_n`` 0."""
-        if shipped is None or self.rerank_top_n is None:
-            return shipped
-        if self.rerank_top_n == 0:
+        """The table's reranker with ``rerank_top_n`` and ``rerank_weight`` in
+        place of its own; None without one, or with ``rerank_top_n`` 0."""
+        if shipped is None or self.rerank_top_n == 0:
             return None
-        return dataclasses.replace(shipped, top_n=self.rerank_top_n)
+        given = {
+            name: value
+            for name, value in (
+                ("top_n", self.rerank_top_n),
+                ("weight", self.rerank_weight),
+            )
+            if value is not None
+        }
+        return dataclasses.replace(shipped, **given)
 
     @model_validator(mode="after")
     def _limits_fit_together(self) -> ServiceSettings:

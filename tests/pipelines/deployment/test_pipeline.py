@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,11 @@ from kedro.io.core import Version
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 
-from product_search.datasets import OnnxModelDataset, SentenceTransformerModelDataset
+from product_search.datasets import (
+    CrossEncoderModelDataset,
+    OnnxModelDataset,
+    SentenceTransformerModelDataset,
+)
 from product_search.errors import PromotionRefusedError
 from product_search.pipelines.deployment import create_pipeline
 from product_search.pipelines.deployment.nodes import (
@@ -93,13 +98,15 @@ def test_index_products_adds_the_bm25_weights_of_the_analysed_text(
 # The evaluation's verdict on a reranker: it ships.
 RERANKER = {
     "model": "data/06_models/reranker@2026-11-27T08.00.00.000Z", "top_n": 50,
-    "text_columns": ["title", "brand"], "deploy": True, "reason": "Better.",
+    "text_columns": ["title", "brand"], "weight": 0.4, "deploy": True,
+    "reason": "Better.",
 }  # fmt: skip
 
 
 def test_only_a_reranker_that_does_no_harm_is_released(caplog):
     assert reranker_release({"search_modes": {"reranker": RERANKER}}) == {
         "model": RERANKER["model"], "top_n": 50, "text_columns": ["title", "brand"],
+        "weight": 0.4,
     }  # fmt: skip
     harmful = RERANKER | {"deploy": False, "reason": "It is significantly worse."}
     assert reranker_release({"search_modes": {"reranker": harmful}}) == {}
@@ -146,14 +153,26 @@ def _verdict(promote: bool, candidate: str = MODEL) -> dict:
     }  # fmt: skip
 
 
-def _catalog(products, model, params, table, serving, *, verdict, decision_path):
+@pytest.fixture(scope="module")
+def shipped_reranker(tmp_path_factory, reranker_base) -> dict:
+    """The evaluation's verdict on a real (untrained) reranker."""
+    path = str(tmp_path_factory.mktemp("reranker") / "reranker")
+    # A copy: saving writes into the model's card, and training tests share it.
+    CrossEncoderModelDataset(model_name_or_path=path).save(copy.deepcopy(reranker_base))
+    return RERANKER | {"model": path}
+
+
+def _catalog(
+    products, model, params, table, serving, *, verdict, decision_path, reranker=None
+):
+    search_modes = {"reranker": reranker} if reranker else {}
     return DataCatalog(
         {
             "products": MemoryDataset(products),
             "fine_tuned_model": MemoryDataset(model, copy_mode="assign"),
             "base_model": MemoryDataset(model, copy_mode="assign"),
             "metrics": MemoryDataset(
-                {"promotion": verdict, "search_modes": {"reranker": RERANKER}}
+                {"promotion": verdict, "search_modes": search_modes}
             ),
             "test_queries": MemoryDataset(products[:0]),
             "judged_queries": MemoryDataset(products[:0]),
@@ -175,12 +194,13 @@ def _catalog(products, model, params, table, serving, *, verdict, decision_path)
 
 
 def test_pipeline_writes_the_products_to_the_search_table(
-    tiny_products, base_model, params, make_dataset, tmp_path
+    tiny_products, base_model, params, make_dataset, tmp_path, *, shipped_reranker
 ):
     table = make_dataset()
     serving = make_dataset(table_name=table.table.spec.table_name, missing_ok=True)
     catalog = _catalog(tiny_products, base_model, params, table, serving,
-                       verdict=_verdict(True), decision_path=tmp_path / "d.json")  # fmt: skip
+                       verdict=_verdict(True), decision_path=tmp_path / "d.json",
+                       reranker=shipped_reranker)  # fmt: skip
 
     SequentialRunner().run(create_pipeline(), catalog)
 
@@ -200,11 +220,14 @@ def test_pipeline_writes_the_products_to_the_search_table(
     )  # fmt: skip
     assert info["search_options"] == TUNED
     assert info["reranker"] == reranker_release(
-        {"search_modes": {"reranker": RERANKER}}
+        {"search_modes": {"reranker": shipped_reranker}}
     )
-    # The deployed model, exported for the service's ONNX backend.
+    # The deployed model and its reranker, exported for the service's ONNX backend.
     export = OnnxModelDataset(path=str(tmp_path / "onnx")).load()
     assert (export.model_id, sorted(export.graphs)) == (MODEL, ["fp32"])
+    assert (export.reranker.model_id, export.reranker.kind) == (
+        shipped_reranker["model"], "reranker",
+    )  # fmt: skip
 
 
 def test_a_refused_candidate_leaves_the_serving_table_and_force_deploys_it(
@@ -249,6 +272,7 @@ def test_a_refused_candidate_leaves_the_serving_table_and_force_deploys_it(
     assert table.load().info()["model"] == "worse-model"
     assert table.load().info()["row_count"] == 6
     assert refused.load("onnx_model").model_id == "worse-model"
+    assert refused.load("onnx_model").reranker is None  # none shipped
     decision = refused.load("promotion_decision")
     assert (decision["deploy"], decision["forced"], decision["promote"]) == (
         True, True, False,

@@ -46,7 +46,7 @@ class KeptDataset(MemoryDataset):
 OUTPUTS = ["metrics", "per_query_ndcg", "evaluation_report", "metrics_chart"]
 
 
-class JsonRoundTrip(MemoryDataset):
+class JsonRoundTrip(KeptDataset):
     """Keeps what a ``json.JSONDataset`` would write and read back, as the
     project's catalog persists the evaluation's intermediate results."""
 
@@ -63,6 +63,7 @@ PERSISTED = [
     "fine_tuned_evaluation",
     "search_mode_metrics",
     "onnx_metrics",
+    "reranker_options",
 ]
 
 
@@ -132,8 +133,14 @@ def inputs(
         "reranker": MemoryDataset(reranker_base, copy_mode="assign"),
         "reranker_history": MemoryDataset({"trained": False}),
         "params:reranker": MemoryDataset(
-            {"top_n": 4, "text_columns": ["title"], "min_gain": None}
-        ),
+            {
+                "top_n": 4,
+                "text_columns": ["title"],
+                "min_gain": None,
+                "weight": None,
+                "tuning": {"metric": "ndcg@10", "grid": [0, 0.5, 1]},
+            }
+        ),  # fmt: skip
         "params:onnx": MemoryDataset(
             {"int8": False, "opset": 17, "evaluate": True, "threads": 1}
         ),
@@ -325,9 +332,17 @@ def test_a_trained_reranker_adds_a_reranked_row_and_a_verdict(
     for set_name in ("test_queries", "real_queries"):
         assert list(modes[set_name])[-1] == "hybrid_rerank_fine_tuned"
     verdict = modes["reranker"]
+    tuned = catalog.load("reranker_options")
+    # Its weight, chosen on the two validation queries, goes with the verdict.
+    assert tuned["tuned"] and tuned["queries"] == {"source": "generated", "count": 2}
+    assert list(tuned["validation"]) == ["0.0", "0.5", "1.0"]
+    assert tuned["validation"][str(tuned["weight"])] == max(
+        tuned["validation"].values()
+    )
     assert (verdict["model"], verdict["top_n"], verdict["text_columns"]) == (
         "sentence-transformers/all-MiniLM-L6-v2", 4, ["title"],
     )  # fmt: skip
+    assert verdict["weight"] == tuned["weight"]
     # Judged on the real queries, against hybrid search with the same model.
     assert (verdict["queries"], verdict["metric"]) == ("real queries", "ndcg@10")
     real = modes["real_queries"]
@@ -341,5 +356,7 @@ def test_a_trained_reranker_adds_a_reranked_row_and_a_verdict(
     report = catalog.load("evaluation_report")
     assert "| Hybrid + rerank, fine-tuned model |" in report
     assert (
-        "**Reranker** `sentence-transformers/all-MiniLM-L6-v2` (reads title" in report
+        "**Reranker** `sentence-transformers/all-MiniLM-L6-v2` (reads title; "
+        f"reranks the top 4 hybrid hits, its score weighing {tuned['weight']:g} "
+        f"against the hybrid score's {1 - tuned['weight']:g})" in report
     )

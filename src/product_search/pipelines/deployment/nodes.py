@@ -3,6 +3,7 @@ embedded and analysed for the search table."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -120,7 +121,8 @@ def promoted_model(
 
 def reranker_release(metrics: dict[str, Any]) -> dict[str, Any]:
     """The reranker the deployment ships with the table (its model id, how
-    many hits it reranks, the columns it reads), or ``{}``: none was trained,
+    many hits it reranks, the columns it reads, its weight against the hybrid
+    score), or ``{}``: none was trained,
     or the evaluation found that it lowers relevance."""
     verdict = (metrics.get("search_modes") or {}).get("reranker")
     if not verdict:
@@ -128,16 +130,32 @@ def reranker_release(metrics: dict[str, Any]) -> dict[str, Any]:
     if not verdict["deploy"]:
         logger.warning("The reranker is not deployed: %s", verdict["reason"])
         return {}
-    return {key: verdict[key] for key in ("model", "top_n", "text_columns")}
+    shipped = {key: verdict[key] for key in ("model", "top_n", "text_columns")}
+    return shipped | {"weight": verdict.get("weight", 1.0)}
 
 
-def export_served_model(model: SentenceTransformer, onnx: dict[str, Any]) -> OnnxExport:
+def export_served_model(
+    model: SentenceTransformer,
+    onnx: dict[str, Any],
+    release: dict[str, Any] | None = None,
+) -> OnnxExport:
     """The deployed model exported to ONNX for the service's ONNX Runtime
-    backend (fp32, and int8 with ``onnx.int8``)."""
-    export = export_onnx(
-        model, model_id(model), int8=bool(onnx.get("int8")), opset=int(onnx["opset"])
+    backend (fp32, and int8 with ``onnx.int8``), with the reranker that ships
+    with it (``release``, see :func:`reranker_release`) exported beside it."""
+    int8, opset = bool(onnx.get("int8")), int(onnx["opset"])
+    export = export_onnx(model, model_id(model), int8=int8, opset=opset)
+    if release:
+        reranker = load_model_by_id(release["model"], cross_encoder=True)
+        export = dataclasses.replace(
+            export,
+            reranker=export_onnx(reranker, release["model"], int8=int8, opset=opset),
+        )
+    logger.info(
+        "Exported %s%s to ONNX (%s).",
+        export.model_id,
+        "" if export.reranker is None else f" and its reranker {release['model']}",
+        ", ".join(export.graphs),
     )
-    logger.info("Exported %s to ONNX (%s).", export.model_id, ", ".join(export.graphs))
     return export
 
 

@@ -42,7 +42,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 export_served_model,
-                inputs=["model_to_deploy", "params:onnx"],
+                inputs=["model_to_deploy", "params:onnx", "reranker_release"],
                 outputs="onnx_model",
                 name="export_served_model_node",
             ),

@@ -20,7 +20,12 @@ from product_search.errors import UserError
 from product_search.search import fusion
 from product_search.search.index import unit_vectors
 from product_search.search.onnx import OnnxEncoder, export_onnx
-from product_search.search.rerank import Reranker, reranked_search
+from product_search.search.rerank import (
+    Reranker,
+    blended_order,
+    rerank_text,
+    reranked_search,
+)
 from product_search.search.table import Mode, SearchOptions, SearchTable
 
 from .report import fusion_label, plot_metrics_chart, render_report
@@ -633,6 +638,94 @@ def tune_search_options(
     return result | choice | {"tuned": True}
 
 
+def tune_reranker(
+    *,
+    table: SearchTable,
+    model: SentenceTransformer,
+    reranker: CrossEncoder,
+    reranker_history: dict[str, Any],
+    search_options: dict[str, Any],
+    validation_queries: pd.DataFrame,
+    reranker_params: dict[str, Any],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """How much the trained reranker's score weighs against the hybrid score
+    in the order it serves (see :func:`product_search.search.rerank.blended_order`):
+    ``reranker.weight`` when set, else the weight of ``reranker.tuning.grid``
+    with the best ``reranker.tuning.metric`` on the validation queries (the
+    logged ones when there are some), held out of every training. Each query's
+    top ``top_n`` hybrid hits, with the fusion tuned for ``model``, are scored
+    once; ties go to the smaller weight, the one nearer the retrieval order."""
+    if not (reranker_history or {}).get("trained"):
+        return {"model": None, "weight": 1.0, "tuned": False, "reason": "no reranker"}
+    result = {"model": model_id(reranker)}
+    tuning = reranker_params.get("tuning") or {}
+    fixed = reranker_params.get("weight")
+    _require_columns(
+        validation_queries, "validation_queries",
+        ["query_id", "query", "product_id", "source"],
+    )  # fmt: skip
+    why = (
+        f"reranker.weight is set to {fixed}" if fixed is not None
+        else "there are no validation queries" if validation_queries.empty
+        else None
+    )  # fmt: skip
+    if why:
+        weight = 1.0 if fixed is None else float(fixed)
+        logger.info("The reranker's weight is %s: %s.", weight, why)
+        return result | {"weight": weight, "tuned": False, "reason": why}
+    frame = validation_queries.astype({"query_id": str, "product_id": str})
+    source = "log" if (frame["source"] == "log").any() else "generated"
+    frame = frame[frame["source"] == source]
+    texts = frame.drop_duplicates("query_id").set_index("query_id")["query"]
+    qrels = {
+        qid: dict.fromkeys(group["product_id"], 1)
+        for qid, group in frame.groupby("query_id")
+    }
+    options = SearchOptions(**search_options["options"])
+    vectors = unit_vectors(model, texts.tolist(), params["batch_size"])
+    top_n, columns = (
+        int(reranker_params["top_n"]),
+        list(reranker_params["text_columns"]),
+    )
+    scored = []
+    for (qid, text), vector in zip(texts.items(), vectors, strict=True):
+        hits = table.search(text, vector, top_n, mode="hybrid", options=options)
+        scores = reranker.predict(
+            [(text, rerank_text(hit.fields, columns)) for hit in hits],
+            show_progress_bar=False,
+        ) if hits else []  # fmt: skip
+        scored.append((qid, hits, scores))
+    metric = tuning.get("metric", "ndcg@10")
+    k = m.parse_metric(metric)[1]
+    values = {}
+    for weight in sorted(float(w) for w in tuning["grid"]):
+        run = {
+            qid: m.ranked_run(
+                [hits[i].product_id for i in blended_order(
+                    [hit.score for hit in hits], scores, weight
+                )][:k]
+            )
+            for qid, hits, scores in scored
+        }  # fmt: skip
+        per_query = m.graded_metrics(qrels, run, [metric])[metric]
+        values[weight] = float(np.mean(list(per_query.values())))
+    best = max(values, key=lambda w: (values[w], -w))
+    logger.info(
+        "The reranker's weight against the hybrid score: %s (%s %.4f on %d "
+        "validation %s queries; retrieval order %.4f, reranker alone %.4f).",
+        best, metric, values[best], len(scored), source,
+        values.get(0.0, float("nan")), values.get(1.0, float("nan")),
+    )  # fmt: skip
+    return result | {
+        "weight": best,
+        "tuned": True,
+        "metric": metric,
+        "queries": {"source": source, "count": len(scored)},
+        "validation": {str(w): v for w, v in values.items()},
+    }
+
+
 def evaluate_search_modes(
     *,
     base_table: SearchTable,
@@ -647,6 +740,7 @@ def evaluate_search_modes(
     reranker: CrossEncoder | None = None,
     reranker_history: dict[str, Any] | None = None,
     reranker_params: dict[str, Any] | None = None,
+    reranker_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Lexical, dense and hybrid search (each model, with the fusion tuned for
     it) as the service runs them, through the database, on the held-out queries
@@ -662,6 +756,7 @@ def evaluate_search_modes(
             model_id=model_id(reranker),
             top_n=int(reranker_params["top_n"]),
             columns=tuple(reranker_params["text_columns"]),
+            weight=_reranker_weight(reranker, reranker_options),
         )
     options = {
         "base": SearchOptions(**base_search_options["options"]),
@@ -740,6 +835,22 @@ def evaluate_search_modes(
             promotion,
         )  # fmt: skip
     return result
+
+
+def _reranker_weight(
+    reranker: CrossEncoder, reranker_options: dict[str, Any] | None
+) -> float:
+    """The weight tuned for this very reranker, else 1 (its order alone)."""
+    options = reranker_options or {}
+    if options.get("model") != model_id(reranker):
+        if options:
+            logger.warning(
+                "The reranker's tuned weight is %s's, not %s's; it reranks alone. "
+                "Run the evaluation pipeline to tune it.",
+                options.get("model"), model_id(reranker),
+            )  # fmt: skip
+        return 1.0
+    return float(options["weight"])
 
 
 def _reranker_verdict(

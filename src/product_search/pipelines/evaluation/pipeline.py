@@ -12,6 +12,7 @@ from .nodes import (
     evaluate_search_modes,
     plot_metrics,
     tracked_metrics,
+    tune_reranker,
     tune_search_options,
     write_report,
 )
@@ -77,6 +78,23 @@ def create_pipeline(**kwargs) -> Pipeline:
                 )
                 for model in ("base", "fine_tuned")
             ),
+            # How much the reranker's score weighs against hybrid's, tuned on
+            # the same validation queries.
+            Node(
+                tune_reranker,
+                inputs={
+                    "table": "fine_tuned_search_table",
+                    "model": "fine_tuned_model",
+                    "reranker": "reranker",
+                    "reranker_history": "reranker_history",
+                    "search_options": "fine_tuned_search_options",
+                    "validation_queries": "validation_queries",
+                    "reranker_params": "params:reranker",
+                    "params": "params:evaluation",
+                },
+                outputs="reranker_options",
+                name="tune_reranker_node",
+            ),
             Node(
                 evaluate_search_modes,
                 inputs={
@@ -91,6 +109,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "reranker": "reranker",
                     "reranker_history": "reranker_history",
                     "reranker_params": "params:reranker",
+                    "reranker_options": "reranker_options",
                     "promotion": "params:promotion",
                 },
                 outputs="search_mode_metrics",

@@ -498,7 +498,9 @@ def _search_modes(metrics: dict[str, Any]) -> list[str]:
         lines += [
             f"**Reranker** `{reranker['model']}` (reads "
             f"{', '.join(reranker['text_columns'])}; reranks the top "
-            f"{reranker['top_n']} hybrid hits): {reranker['reason']} "
+            f"{reranker['top_n']} hybrid hits, its score weighing "
+            f"{reranker.get('weight', 1.0):g} against the hybrid score's "
+            f"{1 - reranker.get('weight', 1.0):g}): {reranker['reason']} "
             + (
                 "It ships with the search table."
                 if reranker["deploy"]

@@ -40,7 +40,9 @@ async def health(served: ServedDep, response: Response) -> HealthResponse:
             queued_texts=encoder.queued_texts,
         ),
         "search_options": served.search_options,
-        "reranker": served.reranker.describe() if served.reranker else None,
+        "reranker": served.reranker.describe() | {"backend": served.reranker.backend}
+        if served.reranker
+        else None,
         "promotion": PromotionDecision.model_validate(decision) if decision else None,
     }
     try:

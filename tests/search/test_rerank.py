@@ -1,0 +1,111 @@
+"""The served order of a reranker: its score blended with the retrieval
+score, and the blend's weight tuned on validation queries."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from product_search.pipelines.evaluation.nodes import tune_reranker
+from product_search.search.rerank import blended_order
+from product_search.search.table import Hit
+
+TWO_RANK = 1 / math.log2(3)  # NDCG@10 of the one relevant product at rank 2
+
+
+def test_weight_one_is_the_rerankers_order_and_zero_the_retrievals():
+    retrieval, rerank = [3.0, 2.0, 1.0], [0.1, 0.9, 0.5]
+
+    assert blended_order(retrieval, rerank, 1.0) == [1, 2, 0]
+    assert blended_order(retrieval, rerank, 0.0) == [0, 1, 2]
+    # 0.5 * ([0, 1, 0.5] + [1, 0.5, 0]) = [0.5, 0.75, 0.25]
+    assert blended_order(retrieval, rerank, 0.5) == [1, 0, 2]
+
+
+def test_ties_and_flat_scores_keep_the_retrieval_order():
+    assert blended_order([1.0, 0.0], [0.0, 1.0], 0.5) == [0, 1]
+    assert blended_order([5.0, 5.0, 5.0], [0.2, 0.2, 0.2], 0.7) == [0, 1, 2]
+    assert blended_order([], [], 0.5) == []
+
+
+def _hit(product_id: str, score: float) -> Hit:
+    return Hit(product_id, score, {"title": product_id}, None, None, None, None)
+
+
+class FixedTable:
+    """Hybrid hits by query text, as SearchTable.search returns them."""
+
+    HITS = {
+        "q one": [_hit("A", 1.0), _hit("B", 0.9), _hit("C", 0.1)],
+        "q two": [_hit("D", 1.0), _hit("E", 0.5)],
+        "generated": [_hit("A", 1.0)],
+    }
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, str]] = []
+
+    def search(self, text, vector, k, *, mode, options):
+        self.calls.append((text, k, mode))
+        return self.HITS[text][:k]
+
+
+class FixedScorer:
+    SCORES = {"A": 0.0, "B": 0.2, "C": 1.0, "D": 0.0, "E": 1.0}
+    model_id = "rerankers/fixed@v1"
+
+    def predict(self, pairs, **kwargs):
+        return [self.SCORES[text] for _, text in pairs]
+
+
+VALIDATION = pd.DataFrame(
+    {
+        "query_id": ["v1", "v2", "g1"],
+        "query": ["q one", "q two", "generated"],
+        "product_id": ["B", "E", "A"],
+        "source": ["log", "log", "generated"],
+    }
+)
+PARAMS = {
+    "top_n": 3, "text_columns": ["title"], "weight": None,
+    "tuning": {"metric": "ndcg@10", "grid": [1, 0.5, 0]},
+}  # fmt: skip
+SEARCH_OPTIONS = {"model": "m", "options": {}}
+
+
+def _tune(base_model, params=PARAMS, history=None, table=None):
+    return tune_reranker(
+        table=table or FixedTable(), model=base_model, reranker=FixedScorer(),
+        reranker_history=history or {"trained": True},
+        search_options=SEARCH_OPTIONS, validation_queries=VALIDATION,
+        reranker_params=params, params={"batch_size": 8},
+    )  # fmt: skip
+
+
+def test_the_weight_is_the_best_on_the_logged_validation_queries(base_model):
+    table = FixedTable()
+
+    tuned = _tune(base_model, table=table)
+
+    # v1: B is second by retrieval and by the reranker (which puts C first),
+    # first blended; v2: E is second by retrieval, first by the reranker, and
+    # ties D blended. 0.5 and 1 tie: the smaller weight wins.
+    assert tuned["validation"] == pytest.approx(
+        {"0.0": TWO_RANK, "0.5": (1 + TWO_RANK) / 2, "1.0": (1 + TWO_RANK) / 2}
+    )
+    assert (tuned["weight"], tuned["tuned"]) == (0.5, True)
+    assert tuned["model"] == "rerankers/fixed@v1"
+    assert tuned["queries"] == {"source": "log", "count": 2}
+    assert table.calls == [("q one", 3, "hybrid"), ("q two", 3, "hybrid")]
+
+
+def test_a_set_weight_or_no_reranker_is_not_tuned(base_model):
+    fixed = _tune(base_model, params=PARAMS | {"weight": 0.3})
+    assert (fixed["weight"], fixed["tuned"]) == (0.3, False)
+    assert fixed["reason"] == "reranker.weight is set to 0.3"
+
+    untrained = _tune(base_model, history={"trained": False})
+    assert (untrained["model"], untrained["weight"], untrained["tuned"]) == (
+        None, 1.0, False,
+    )  # fmt: skip
