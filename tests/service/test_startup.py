@@ -180,11 +180,15 @@ def test_the_service_loads_the_reranker_its_table_version_names(
     CrossEncoderModelDataset(
         model_name_or_path=path, version=Version(None, version)
     ).save(reranker_base)
-    shipped = {"model": f"{path}@{version}", "top_n": 30, "text_columns": ["title"]}
+    shipped = {"model": f"{path}@{version}", "top_n": 30, "text_columns": ["title"],
+               "weight": 0.3}  # fmt: skip
 
     reranker = served_reranker({"reranker": shipped})
 
     assert reranker.describe() == shipped
+    # A table version from before the weight was recorded: the reranker alone.
+    older = {k: v for k, v in shipped.items() if k != "weight"}
+    assert served_reranker({"reranker": older}).weight == 1.0
     pairs = [("drill", "cordless drill")]
     assert reranker.model.predict(pairs) == pytest.approx(reranker_base.predict(pairs))
     assert served_reranker({"reranker": None}) is None
