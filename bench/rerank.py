@@ -10,14 +10,19 @@ queries + search log):
   table and the fusion `tune_search_options` chose for it on the validation
   queries: hybrid search as the pipeline deploys it;
 - the reranker `train_reranker` trains on the same source's pairs, with
-  negatives mined from that model's lanes (conf/base/parameters_reranker.yml);
+  negatives mined from that model's lanes (conf/base/parameters_reranker.yml),
+  and its weight against the hybrid score, which `tune_reranker` chooses on
+  the validation queries;
 - graded NDCG@10 of hybrid against hybrid + rerank (the top `top_n` hits
   reordered by `reranked_search`, the code behind /search) on the real
-  queries, with the Wilcoxon p-value and bootstrap 95% CI.
+  queries, with the Wilcoxon p-value and bootstrap 95% CI: the reranker in
+  PyTorch with its tuned weight, and its int8 ONNX export with the same
+  weight (what `SEARCH_ONNX_VARIANT=int8` serves).
 
 Then the reranking latency alone (the cross-encoder over the hits' title and
 brand, without the database or the query embedding) for N = 20, 50, 100
-candidates over 200 real queries, on this machine's cores.
+candidates over 100 real queries, on this machine's cores, in PyTorch and
+with ONNX Runtime (fp32 and int8).
 
 Writes bench/results/rerank.{json,md}.
 
@@ -30,6 +35,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +67,21 @@ from product_search.pipelines.data_generation import nodes as generation
 from product_search.pipelines.evaluation import nodes as evaluation
 from product_search.pipelines.training.nodes import train_reranker
 from product_search.search.index import unit_vectors
+from product_search.search.onnx import OnnxReranker, export_onnx
 from product_search.search.rerank import Reranker, rerank
 from product_search.search.table import SearchOptions
 
 NAME = "rerank"
-LATENCY_QUERIES = 200
+LATENCY_QUERIES = 100
 LATENCY_DEPTHS = (20, 50, 100)
+
+
+# Parameters of how the trained reranker is served, not of its training.
+SERVING_PARAMETERS = {"top_n", "min_gain", "weight", "tuning"}
+
+
+def _training_part(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k not in SERVING_PARAMETERS}
 
 
 def trained_reranker(
@@ -78,7 +93,9 @@ def trained_reranker(
     folder = keep / f"{source}-reranker" if keep else None
     if folder and (folder / "history.json").exists():
         history = json.loads((folder / "history.json").read_text())
-        same = history["parameters"] == json.loads(json.dumps(params))
+        same = _training_part(history["parameters"]) == _training_part(
+            json.loads(json.dumps(params))
+        )
         if same and history["pairs"]["input_pairs"] == len(data[0]):
             print(f"Reusing the reranker trained on {SOURCES[source]} in {folder}")
             loaded = CrossEncoderModelDataset(
@@ -108,8 +125,11 @@ def per_query_ndcg(table, queries, vectors, qrels, options, *, reranker=None) ->
     return m.graded_metrics(qrels, run, ["ndcg@10"])["ndcg@10"]
 
 
-def latency(table, reranker: Reranker, queries, vectors, options) -> list[dict]:
-    """p50/p95 of reranking N hits alone (one call per query, as /search does)."""
+def latency(
+    table, rerankers: dict[str, Reranker], queries, vectors, options
+) -> list[dict]:
+    """p50/p95 of reranking N hits alone (one call per query, as /search
+    does), for each backend of ``rerankers``."""
     rows = []
     items = list(queries.items())[:LATENCY_QUERIES]
     for depth in LATENCY_DEPTHS:
@@ -117,21 +137,24 @@ def latency(table, reranker: Reranker, queries, vectors, options) -> list[dict]:
             table.search(text, vectors[i], depth, mode="hybrid", options=options)
             for i, (_, text) in enumerate(items)
         ]
-        timings = []
-        for (_, text), found in zip(items, hits, strict=True):
-            started = time.perf_counter()
-            rerank(reranker.model, text, found, top_n=depth, columns=reranker.columns)
-            timings.append(1000 * (time.perf_counter() - started))
-        rows.append(
-            {
-                "candidates": depth,
-                "queries": len(items),
-                "p50_ms": float(np.percentile(timings, 50)),
-                "p95_ms": float(np.percentile(timings, 95)),
-            }
-        )
-        print(f"rerank {depth} candidates: p50 {rows[-1]['p50_ms']:.1f} ms, "
-              f"p95 {rows[-1]['p95_ms']:.1f} ms")  # fmt: skip
+        for backend, reranker in rerankers.items():
+            timings = []
+            for (_, text), found in zip(items, hits, strict=True):
+                started = time.perf_counter()
+                rerank(reranker.model, text, found, top_n=depth,
+                       columns=reranker.columns, weight=reranker.weight)  # fmt: skip
+                timings.append(1000 * (time.perf_counter() - started))
+            rows.append(
+                {
+                    "backend": backend,
+                    "candidates": depth,
+                    "queries": len(items),
+                    "p50_ms": float(np.percentile(timings, 50)),
+                    "p95_ms": float(np.percentile(timings, 95)),
+                }
+            )
+            print(f"rerank {depth} candidates, {backend}: p50 "
+                  f"{rows[-1]['p50_ms']:.1f} ms, p95 {rows[-1]['p95_ms']:.1f} ms")  # fmt: skip
     return rows
 
 
@@ -151,32 +174,38 @@ def markdown(payload: dict) -> str:
             if payload["max_pairs"]
             else ""
         )
-        + f"). {provenance(payload)}",
+        + "), its score blended with the hybrid score by the weight "
+        "`tune_reranker` chose on the validation queries. "
+        f"{provenance(payload)}",
         "",
-        "| Trained on | Examples (pos / hard / random / logged) | Hybrid NDCG@10 | "
-        "Hybrid + rerank | Δ | Wilcoxon p | 95% CI | Training (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Trained on | Examples (pos / hard / random / logged) | Weight | "
+        "Hybrid NDCG@10 | Hybrid + rerank | Δ | Wilcoxon p | 95% CI | "
+        "int8 ONNX: Δ (p) | Training (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for source, result in payload["sources"].items():
         gain, counts = result["rerank"], result["reranker"]["examples"]
+        int8 = result["rerank_int8"]
         lines.append(
             f"| {SOURCES[source]} | {counts['positive']:,} / {counts['hard']:,} / "
-            f"{counts['random']:,} / {counts['logged']:,} | {gain['baseline']:.4f} | "
-            f"{gain['value']:.4f} | {gain['delta']:+.4f} | "
+            f"{counts['random']:,} / {counts['logged']:,} | {result['weight']} | "
+            f"{gain['baseline']:.4f} | {gain['value']:.4f} | {gain['delta']:+.4f} | "
             f"{fmt_p(gain['wilcoxon_p_value'])} | {fmt_ci(gain)} | "
+            f"{int8['delta']:+.4f} ({fmt_p(int8['wilcoxon_p_value'])}) | "
             f"{result['reranker']['wall_time_s']:.0f} |"
         )
     lines += [
         "",
         f"Reranking latency alone (title and brand of each hit, max_length "
-        f"{payload['reranker']['max_length']} tokens, one call per query, "
-        f"{LATENCY_QUERIES} real queries), reranker trained on "
+        f"{payload['reranker']['max_length']} tokens, one call per query in "
+        f"batches of 16, {LATENCY_QUERIES} real queries), reranker trained on "
         f"{SOURCES[payload['latency_source']]}:",
         "",
-        "| Candidates | p50 ms | p95 ms |",
-        "|---|---|---|",
+        "| Candidates | Backend | p50 ms | p95 ms |",
+        "|---|---|---|---|",
         *(
-            f"| {row['candidates']} | {row['p50_ms']:.1f} | {row['p95_ms']:.1f} |"
+            f"| {row['candidates']} | {row['backend']} | {row['p50_ms']:.1f} | "
+            f"{row['p95_ms']:.1f} |"
             for row in payload["latency"]
         ),
         "",
@@ -184,7 +213,7 @@ def markdown(payload: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main() -> None:  # noqa: PLR0915
     parser = parse_args(__doc__, "keep N real queries (CPU smoke run)")
     parser.add_argument("--sources", default="offline,both")
     parser.add_argument(
@@ -242,12 +271,25 @@ def main() -> None:
                 source, (pairs, negatives), products=products, model=model,
                 params=reranker_params, search=search_params, keep=args.models,
             )  # fmt: skip
+            tuned_weight = evaluation.tune_reranker(
+                table=table, model=model, reranker=model_reranker,
+                reranker_history=history, search_options=tuned,
+                validation_queries=validation, reranker_params=reranker_params,
+                params=eval_params,
+            )  # fmt: skip
             reranker = Reranker(
                 model=model_reranker.to(device),
                 model_id=model_id(model_reranker),
                 top_n=int(reranker_params["top_n"]),
                 columns=tuple(reranker_params["text_columns"]),
+                weight=tuned_weight["weight"],
             )
+            onnx = export_onnx(model_reranker, reranker.model_id, int8=True)
+            backends = {
+                "torch": reranker,
+                "onnx fp32": replace(reranker, model=OnnxReranker(onnx, "fp32")),
+                "onnx int8": replace(reranker, model=OnnxReranker(onnx, "int8")),
+            }
             vectors = unit_vectors(model, list(queries.values()), 64)
             hybrid = per_query_ndcg(table, queries, vectors, qrels, options)
             step = time.perf_counter()
@@ -255,6 +297,10 @@ def main() -> None:
                 table, queries, vectors, qrels, options, reranker=reranker
             )
             rerank_seconds = time.perf_counter() - step
+            reranked_int8 = per_query_ndcg(
+                table, queries, vectors, qrels, options,
+                reranker=backends["onnx int8"],
+            )  # fmt: skip
             results[source] = {
                 "fusion": tuned["options"],
                 "reranker": {
@@ -267,11 +313,14 @@ def main() -> None:
                         "wall_time_s",
                     )
                 },  # fmt: skip
+                "weight": tuned_weight["weight"],
+                "weight_tuning": tuned_weight,
                 "rerank": paired(hybrid, reranked),
+                "rerank_int8": paired(hybrid, reranked_int8),
                 "rerank_all_queries_s": rerank_seconds,
             }
-            print(source, results[source]["rerank"])
-        latency_rows = latency(table, reranker, queries, vectors, options)
+            print(source, results[source]["rerank"], results[source]["rerank_int8"])
+        latency_rows = latency(table, backends, queries, vectors, options)
     payload = {
         "benchmark": NAME,
         "limit": args.limit,

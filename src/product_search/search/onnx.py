@@ -183,6 +183,19 @@ def _session(
     )
 
 
+def _feeds(export: OnnxExport, *texts: list[str]) -> dict[str, np.ndarray]:
+    """The graph's inputs for ``texts`` (or pairs: two lists), tokenised as
+    the model tokenises them, padded to the batch's longest."""
+    tokens = export.tokenizer(
+        *texts,
+        padding=True,
+        truncation=True,
+        max_length=export.max_seq_length,
+        return_tensors="np",
+    )
+    return {name: tokens[name].astype(np.int64) for name in export.input_names}
+
+
 def _by_length(
     lengths: list[int], batch_size: int, show_progress_bar: bool, desc: str
 ) -> Any:
@@ -214,16 +227,7 @@ class OnnxEncoder:
         self.name = "onnx" if variant == "fp32" else f"onnx-{variant}"
 
     def _run(self, texts: list[str]) -> np.ndarray:
-        tokens = self.export.tokenizer(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=self.export.max_seq_length,
-            return_tensors="np",
-        )
-        feeds = {
-            name: tokens[name].astype(np.int64) for name in self.export.input_names
-        }
+        feeds = _feeds(self.export, texts)
         [vectors] = self.session.run(["sentence_embedding"], feeds)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
@@ -268,17 +272,7 @@ class OnnxReranker:
         self.name = "onnx" if variant == "fp32" else f"onnx-{variant}"
 
     def _run(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        tokens = self.export.tokenizer(
-            [query for query, _ in pairs],
-            [text for _, text in pairs],
-            padding=True,
-            truncation=True,
-            max_length=self.export.max_seq_length,
-            return_tensors="np",
-        )
-        feeds = {
-            name: tokens[name].astype(np.int64) for name in self.export.input_names
-        }
+        feeds = _feeds(self.export, [q for q, _ in pairs], [t for _, t in pairs])
         [logits] = self.session.run(["logits"], feeds)
         logits = logits[:, 0] if self.export.dimension == 1 else logits
         if self.export.activation == "sigmoid":
