@@ -59,6 +59,26 @@ def blended_order(
     return sorted(range(len(blended)), key=lambda i: (-blended[i], i))
 
 
+def rerank_scores(
+    model: PairScorer,
+    query: str,
+    hits: Sequence[Hit],
+    columns: Sequence[str],
+    *,
+    batch_size: int = 16,
+) -> Any:
+    """The reranker's score of each hit for ``query``, each read as its
+    ``columns``."""
+    if not hits:
+        return np.empty(0)
+    return model.predict(
+        [(query, rerank_text(hit.fields, columns)) for hit in hits],
+        batch_size=batch_size,
+        show_progress_bar=False,
+        convert_to_numpy=True,
+    )
+
+
 def rerank(
     model: PairScorer,
     query: str,
@@ -77,12 +97,7 @@ def rerank(
     head, tail = list(hits[:top_n]), list(hits[top_n:])
     if not head:
         return list(hits)
-    scores = model.predict(
-        [(query, rerank_text(hit.fields, columns)) for hit in head],
-        batch_size=batch_size,
-        show_progress_bar=False,
-        convert_to_numpy=True,
-    )
+    scores = rerank_scores(model, query, head, columns, batch_size=batch_size)
     order = blended_order([hit.score for hit in head], scores, weight)
     return [replace(head[i], rerank_score=float(scores[i])) for i in order] + tail
 

@@ -23,7 +23,7 @@ from product_search.search.onnx import OnnxEncoder, export_onnx
 from product_search.search.rerank import (
     Reranker,
     blended_order,
-    rerank_text,
+    rerank_scores,
     reranked_search,
 )
 from product_search.search.table import Mode, SearchOptions, SearchTable
@@ -572,6 +572,24 @@ def search_mode_runs(
     return runs
 
 
+def _validation_sets(
+    validation_queries: pd.DataFrame,
+) -> dict[str, tuple[dict[str, str], dict[str, dict[str, int]]]]:
+    """The validation queries by source (``log``, ``generated``): each set's
+    ``{query_id: query}`` and its binary judgments."""
+    frame = validation_queries.astype({"query_id": str, "product_id": str})
+    return {
+        source: (
+            rows.drop_duplicates("query_id").set_index("query_id")["query"].to_dict(),
+            {
+                qid: dict.fromkeys(group["product_id"], 1)
+                for qid, group in rows.groupby("query_id")
+            },
+        )
+        for source, rows in frame.groupby("source")
+    }
+
+
 def tune_search_options(
     table: SearchTable,
     model: SentenceTransformer,
@@ -602,23 +620,14 @@ def tune_search_options(
         logger.info("Hybrid search keeps the project's fusion for %s: %s.",
                     result["model"], why)  # fmt: skip
         return result | {"tuned": False, "reason": why}
-    frame = validation_queries.astype({"query_id": str, "product_id": str})
-    texts = frame.drop_duplicates("query_id").set_index("query_id")["query"]
-    vectors = dict(
-        zip(texts.index, unit_vectors(model, texts.tolist(), params["batch_size"]),
-            strict=True)
-    )  # fmt: skip
+    sets = _validation_sets(validation_queries)
     query_lanes, qrels = {}, {}
-    for source, rows in frame.groupby("source"):
-        queries = texts[rows["query_id"].drop_duplicates()].to_dict()
+    for source, (queries, source_qrels) in sets.items():
+        vectors = unit_vectors(model, list(queries.values()), params["batch_size"])
         query_lanes[source] = fusion.lanes(
-            table, queries, np.stack([vectors[q] for q in queries]), default,
-            m.parse_metric(tuning["metric"])[1],
-        )  # fmt: skip
-        qrels[source] = {
-            qid: dict.fromkeys(group["product_id"], 1)
-            for qid, group in rows.groupby("query_id")
-        }
+            table, queries, vectors, default, m.parse_metric(tuning["metric"])[1]
+        )
+        qrels[source] = source_qrels
     choice = fusion.choose(
         query_lanes,
         qrels,
@@ -674,16 +683,11 @@ def tune_reranker(
         weight = 1.0 if fixed is None else float(fixed)
         logger.info("The reranker's weight is %s: %s.", weight, why)
         return result | {"weight": weight, "tuned": False, "reason": why}
-    frame = validation_queries.astype({"query_id": str, "product_id": str})
-    source = "log" if (frame["source"] == "log").any() else "generated"
-    frame = frame[frame["source"] == source]
-    texts = frame.drop_duplicates("query_id").set_index("query_id")["query"]
-    qrels = {
-        qid: dict.fromkeys(group["product_id"], 1)
-        for qid, group in frame.groupby("query_id")
-    }
+    sets = _validation_sets(validation_queries)
+    source = "log" if "log" in sets else "generated"
+    texts, qrels = sets[source]
     options = SearchOptions(**search_options["options"])
-    vectors = unit_vectors(model, texts.tolist(), params["batch_size"])
+    vectors = unit_vectors(model, list(texts.values()), params["batch_size"])
     top_n, columns = (
         int(reranker_params["top_n"]),
         list(reranker_params["text_columns"]),
@@ -691,11 +695,7 @@ def tune_reranker(
     scored = []
     for (qid, text), vector in zip(texts.items(), vectors, strict=True):
         hits = table.search(text, vector, top_n, mode="hybrid", options=options)
-        scores = reranker.predict(
-            [(text, rerank_text(hit.fields, columns)) for hit in hits],
-            show_progress_bar=False,
-        ) if hits else []  # fmt: skip
-        scored.append((qid, hits, scores))
+        scored.append((qid, hits, rerank_scores(reranker, text, hits, columns)))
     metric = tuning.get("metric", "ndcg@10")
     k = m.parse_metric(metric)[1]
     values = {}
