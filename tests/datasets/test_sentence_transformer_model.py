@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from kedro.io.core import DatasetError, Version
 
 from product_search.datasets import (
@@ -113,3 +114,16 @@ def test_a_cross_encoder_round_trips_by_its_versioned_id(tmp_path):
     )
     with pytest.raises(DatasetError, match="Expected a CrossEncoder, got"):
         CrossEncoderModelDataset(model_name_or_path=path + "2").save(HUB_NAME)
+
+
+def test_a_new_scoring_head_is_the_same_on_every_load():
+    torch.manual_seed(1)
+    first = CrossEncoderModelDataset(model_name_or_path=HUB_NAME).load()
+    state = torch.random.get_rng_state()
+    second = CrossEncoderModelDataset(model_name_or_path=HUB_NAME).load()
+
+    torch.testing.assert_close(
+        first.model.classifier.weight, second.model.classifier.weight
+    )
+    # ... without touching the caller's random numbers.
+    assert torch.equal(torch.random.get_rng_state(), state)

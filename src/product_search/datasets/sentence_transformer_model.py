@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import torch
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
 from sentence_transformers import CrossEncoder, SentenceTransformer
 
@@ -117,7 +118,7 @@ class SentenceTransformerModelDataset(
         else:
             source, name = resolve_model_path(self._name), self._name
         try:
-            model = self.model_class(source, **self._load_args)
+            model = self._construct(source)
         except (OSError, ValueError) as exc:
             raise DatasetError(
                 f"Could not load the {self.model_class.__name__} '{self._name}' "
@@ -125,6 +126,9 @@ class SentenceTransformerModelDataset(
             ) from exc
         model.model_card_data.model_id = name
         return model
+
+    def _construct(self, source: str) -> SentenceTransformer:
+        return self.model_class(source, **self._load_args)
 
     def save(self, data: SentenceTransformer) -> None:
         if not isinstance(data, self.model_class):
@@ -174,3 +178,11 @@ class CrossEncoderModelDataset(SentenceTransformerModelDataset):
 
     DEFAULT_LOAD_ARGS: dict[str, Any] = {"device": "cpu", "num_labels": 1}
     model_class = CrossEncoder
+    # The seed a new scoring head is drawn from: unseeded, each load of the
+    # same weights started training elsewhere and trained another reranker.
+    HEAD_SEED = 0
+
+    def _construct(self, source: str) -> CrossEncoder:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.HEAD_SEED)
+            return super()._construct(source)
