@@ -40,7 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from common import (
+    BASE_MODEL,
+    ROOT,
     environment,
     fmt_ci,
     fmt_p,
@@ -84,9 +87,15 @@ def _training_part(params: dict) -> dict:
     return {k: v for k, v in params.items() if k not in SERVING_PARAMETERS}
 
 
+def catalog_head() -> dict | None:
+    """The new head the pipeline's reranker starts from (catalog: reranker_base)."""
+    with open(ROOT / "conf" / "base" / "catalog.yml") as f:
+        return yaml.safe_load(f)["reranker_base"].get("head")
+
+
 def trained_reranker(
     source: str, data, *, products, model, params: dict, search: dict,
-    keep: Path | None,
+    keep: Path | None, head: dict | None,
 ):  # fmt: skip
     """The reranker trained on ``source`` and its history, from ``keep`` when
     an earlier run left them there with the same parameters."""
@@ -96,21 +105,21 @@ def trained_reranker(
         same = _training_part(history["parameters"]) == _training_part(
             json.loads(json.dumps(params))
         )
+        same = same and history.get("head") == head
         if same and history["pairs"]["input_pairs"] == len(data[0]):
             print(f"Reusing the reranker trained on {SOURCES[source]} in {folder}")
             loaded = CrossEncoderModelDataset(
                 model_name_or_path=str(folder), load_args={"device": params["device"]}
             ).load()
             return loaded, history
-    base = CrossEncoderModelDataset(
-        model_name_or_path="sentence-transformers/all-MiniLM-L6-v2"
-    ).load()
+    base = CrossEncoderModelDataset(model_name_or_path=BASE_MODEL, head=head).load()
     pairs, negatives = data
     print(f"Training the reranker on {SOURCES[source]}: {len(pairs):,} pairs")
     reranker, history = train_reranker(
         pairs, negatives, products, fine_tuned_model=model, reranker_base=base,
         params=params, search_params=search,
     )  # fmt: skip
+    history["head"] = head
     if folder:
         CrossEncoderModelDataset(model_name_or_path=str(folder)).save(reranker)
         (folder / "history.json").write_text(json.dumps(history))
@@ -158,6 +167,16 @@ def latency(
     return rows
 
 
+def _head_words(head: dict | None) -> str:
+    if head is None:
+        return "all 6 layers, BERT's pooled first token"
+    layers = head.get("layers")
+    return (
+        f"{'the first ' + str(layers) if layers else 'all 6'} layers, "
+        f"{head.get('pooling', 'mean')} pooling"
+    )
+
+
 def markdown(payload: dict) -> str:
     lines = [
         "# Reranking Home Depot's real queries with a cross-encoder we train",
@@ -167,7 +186,8 @@ def markdown(payload: dict) -> str:
         "bench/home_depot.py). Hybrid: the fine-tuned model's table with the "
         "fusion tuned for it on the validation queries; + rerank: its top "
         f"{payload['reranker']['top_n']} hits reordered by the reranker trained "
-        f"on the same source ({payload['recipe']}"
+        f"on the same source ({payload['recipe']}; "
+        + _head_words(payload["reranker"].get("head"))
         + (
             f"; each on {payload['max_pairs']:,} of its source's pairs, drawn with "
             "the seed"
@@ -227,7 +247,16 @@ def main() -> None:  # noqa: PLR0915
         help="train each reranker on N of its source's pairs, drawn with the "
         "seed (CPU: about 4 examples per pair, ~0.5 s per batch of 32)",
     )  # fmt: skip
+    parser.add_argument(
+        "--head", type=json.loads, default=None,
+        help='the reranker\'s new head, e.g. \'{"pooling": "mean", "layers": 3}\' '
+        "(default: the catalog's reranker_base)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--name", default=NAME, help="the results' file name (default: rerank)"
+    )
     args = parser.parse_args()
+    head = args.head if args.head is not None else catalog_head()
     started = time.perf_counter()
     device, base_model = setup(args.device)
     with tempfile.TemporaryDirectory(prefix="rerank-") as tmp:
@@ -270,6 +299,7 @@ def main() -> None:  # noqa: PLR0915
             model_reranker, history = trained_reranker(
                 source, (pairs, negatives), products=products, model=model,
                 params=reranker_params, search=search_params, keep=args.models,
+                head=head,
             )  # fmt: skip
             tuned_weight = evaluation.tune_reranker(
                 table=table, model=model, reranker=model_reranker,
@@ -335,13 +365,14 @@ def main() -> None:  # noqa: PLR0915
         "data": {"corpus_products": len(products), "real_queries": len(queries)},
         "reranker": {
             k: reranker_params[k] for k in ("top_n", "text_columns", "max_length")
-        },  # fmt: skip
+        }
+        | {"head": head},  # fmt: skip
         "sources": results,
         "latency_source": source,
         "latency": latency_rows,
         "total_s": time.perf_counter() - started,
     }
-    write_results(args.out, NAME, payload, markdown(payload))
+    write_results(args.out, args.name, payload, markdown(payload))
 
 
 if __name__ == "__main__":

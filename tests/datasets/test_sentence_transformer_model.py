@@ -127,3 +127,38 @@ def test_a_new_scoring_head_is_the_same_on_every_load():
     )
     # ... without touching the caller's random numbers.
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_a_new_head_on_mean_pooling_over_the_first_layers_round_trips(tmp_path):
+    dataset = CrossEncoderModelDataset(
+        model_name_or_path=HUB_NAME, head={"pooling": "mean", "layers": 2}
+    )
+    reranker = dataset.load()
+    assert len(reranker[0].model.encoder.layer) == 2
+    assert reranker[1].pooling_mode == "mean"
+    assert reranker.num_labels == 1
+    pairs = [("cordless drill", "20V cordless drill kit"), ("drill", "rug")]
+    scores = reranker.predict(pairs)
+    assert scores.shape == (2,) and ((scores > 0) & (scores < 1)).all()
+    np.testing.assert_allclose(dataset.load().predict(pairs), scores, atol=1e-6)
+
+    path = str(tmp_path / "reranker")
+    CrossEncoderModelDataset(model_name_or_path=path).save(reranker)
+    loaded = CrossEncoderModelDataset(model_name_or_path=path).load()
+
+    assert len(loaded[0].model.encoder.layer) == 2
+    np.testing.assert_allclose(loaded.predict(pairs), scores, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [
+        ({"pooling": "max"}, "takes pooling"),
+        ({"pool": "mean"}, "takes pooling"),
+        ({"layers": 7}, "has 6 layers; head.layers must be 1 to 6, got 7"),
+        ({"layers": 0}, "must be 1 to 6, got 0"),
+    ],
+)
+def test_a_bad_head_is_refused(head, message):
+    with pytest.raises(DatasetError, match=message):
+        CrossEncoderModelDataset(model_name_or_path=HUB_NAME, head=head).load()

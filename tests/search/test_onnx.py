@@ -129,7 +129,7 @@ def reranker_export(reranker_base):
     from product_search.search.onnx import export_onnx  # noqa: PLC0415
 
     model = copy.deepcopy(reranker_base)
-    model.max_length = 32  # the long pair is truncated, as in predict
+    model.max_seq_length = 32  # the long pair is truncated, as in predict
     return model, export_onnx(model, "reranker", int8=True)
 
 
@@ -147,6 +147,25 @@ def test_reranker_scores_equal_predicts_within_1e_5(reranker_export):
     assert (
         len(set(np.round(scores, 6))) == 4
     )  # an untrained head still tells them apart
+
+
+def test_a_mean_pooled_shallow_reranker_exports_its_scores_too():
+    from product_search.datasets import CrossEncoderModelDataset  # noqa: PLC0415
+    from product_search.search.onnx import export_onnx  # noqa: PLC0415
+
+    model = CrossEncoderModelDataset(
+        model_name_or_path="sentence-transformers/all-MiniLM-L6-v2",
+        head={"pooling": "mean", "layers": 2},
+    ).load()
+    model.max_seq_length = 32
+    export = export_onnx(model, "shallow", int8=False)
+
+    scores = OnnxReranker(export, "fp32", threads=1).predict(PAIRS, batch_size=3)
+
+    assert (export.dimension, export.activation) == (1, "sigmoid")
+    np.testing.assert_allclose(
+        scores, model.predict(PAIRS, show_progress_bar=False), atol=1e-5
+    )
 
 
 def test_int8_reranker_keeps_the_order_of_clearly_different_scores(reranker_export):

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
 from sentence_transformers import CrossEncoder, SentenceTransformer
+from sentence_transformers.base.modules import Dense, Transformer
+from sentence_transformers.sentence_transformer.modules import Pooling
 
 logger = logging.getLogger(__name__)
 
@@ -164,11 +166,24 @@ class SentenceTransformerModelDataset(
 
 class CrossEncoderModelDataset(SentenceTransformerModelDataset):
     """A sentence-transformers ``CrossEncoder`` (a reranker), loaded and saved
-    as :class:`SentenceTransformerModelDataset` does. Loading an embedding
-    model's weights (e.g. the all-MiniLM-L6-v2 hub name) gives a cross-encoder
-    with a new, untrained scoring head: the start of a reranker's training.
+    as :class:`SentenceTransformerModelDataset` does.
 
-    Example catalog entry::
+    With ``head``, it starts a new reranker from the weights of an embedding
+    model (e.g. the all-MiniLM-L6-v2 hub name): its first ``layers`` layers
+    (all when null) read the query and the product together, and a new
+    linear head scores the ``pooling`` of their token vectors: ``mean``, the
+    pooling all-MiniLM-L6-v2 was trained with, or ``cls``, the first token's.
+    Without ``head`` the weights load as transformers' sequence classifier,
+    which scores BERT's pooled first token: a saved reranker, or a new one
+    whose head learns slowly from MiniLM, whose first token carries little
+    until its last layers. A new head is drawn from a fixed seed.
+
+    Example catalog entries::
+
+        reranker_base:
+          type: product_search.datasets.CrossEncoderModelDataset
+          model_name_or_path: sentence-transformers/all-MiniLM-L6-v2
+          head: {pooling: mean, layers: 3}
 
         reranker:
           type: product_search.datasets.CrossEncoderModelDataset
@@ -178,11 +193,50 @@ class CrossEncoderModelDataset(SentenceTransformerModelDataset):
 
     DEFAULT_LOAD_ARGS: dict[str, Any] = {"device": "cpu", "num_labels": 1}
     model_class = CrossEncoder
-    # The seed a new scoring head is drawn from: unseeded, each load of the
-    # same weights started training elsewhere and trained another reranker.
+    # Unseeded, each load of the same weights started training elsewhere and
+    # trained another reranker.
     HEAD_SEED = 0
+    POOLINGS = ("mean", "cls")
+
+    def __init__(self, *, head: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if head is not None:
+            unknown = set(head) - {"pooling", "layers"}
+            if unknown or head.get("pooling", "mean") not in self.POOLINGS:
+                raise DatasetError(
+                    f"'head' takes pooling ({' or '.join(self.POOLINGS)}) and "
+                    f"layers, got {head}."
+                )
+        self._head = head
 
     def _construct(self, source: str) -> CrossEncoder:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.HEAD_SEED)
-            return super()._construct(source)
+            if self._head is None:
+                return super()._construct(source)
+            return self._new_head(source, **self._head)
+
+    def _new_head(
+        self, source: str, pooling: str = "mean", layers: int | None = None
+    ) -> CrossEncoder:
+        transformer = Transformer(source, transformer_task="feature-extraction")
+        encoder, config = transformer.model.encoder, transformer.model.config
+        if layers is not None:
+            if not 1 <= layers <= len(encoder.layer):
+                raise DatasetError(
+                    f"'{self._name}' has {len(encoder.layer)} layers; "
+                    f"head.layers must be 1 to {len(encoder.layer)}, got {layers}."
+                )
+            encoder.layer = encoder.layer[:layers]
+            config.num_hidden_layers = layers
+        width = transformer.get_embedding_dimension()
+        modules = [
+            transformer,
+            Pooling(width, pooling),
+            Dense(width, 1, activation_function=None, module_output_name="scores"),
+        ]
+        load_args = {k: v for k, v in self._load_args.items() if k != "num_labels"}
+        return CrossEncoder(modules=modules, **load_args)
+
+    def _describe(self) -> dict[str, Any]:
+        return super()._describe() | {"head": self._head}

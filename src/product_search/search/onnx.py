@@ -73,9 +73,8 @@ class _Forward(torch.nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         features = dict(zip(self.input_names, inputs, strict=True))
-        if isinstance(self.model, CrossEncoder):
-            return self.model.model(**features).logits
-        return self.model(features)["sentence_embedding"]
+        output = "scores" if isinstance(self.model, CrossEncoder) else "sentence_embedding"
+        return self.model(features)[output]
 
 
 def export_onnx(
@@ -125,8 +124,8 @@ def export_onnx(
         sigmoid = isinstance(model.activation_fn, torch.nn.Sigmoid)
         return OnnxExport(
             model_id=model_id,
-            dimension=int(model.model.config.num_labels),
-            max_seq_length=int(model.max_length),
+            dimension=int(model.num_labels),
+            max_seq_length=int(model.max_seq_length),
             input_names=input_names,
             graphs=graphs,
             tokenizer=tokenizer,

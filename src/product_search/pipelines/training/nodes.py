@@ -412,7 +412,7 @@ def train_reranker(
     )  # fmt: skip
     mining_time = time.perf_counter() - started
     model = copy.deepcopy(reranker_base).to(device)
-    model.max_length = int(params["max_length"])
+    model.max_seq_length = int(params["max_length"])
     with tempfile.TemporaryDirectory(prefix="product-search-reranker-") as output_dir:
         args = _training_arguments(
             CrossEncoderTrainingArguments, output_dir, params, device
