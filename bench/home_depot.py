@@ -348,6 +348,11 @@ def main() -> None:  # noqa: PLR0915
         help="search-log relevance that makes a training pair (default: the "
         "project's data_generation.search_logs.positive_min)",
     )  # fmt: skip
+    parser.add_argument(
+        "--negative-max", type=float, default=None,
+        help="search-log relevance at or below which a pair is a hard negative "
+        "(default: the project's data_generation.search_logs.negative_max)",
+    )  # fmt: skip
     args = parser.parse_args()
     sources = args.sources.split(",")
     started = time.perf_counter()
@@ -361,6 +366,8 @@ def main() -> None:  # noqa: PLR0915
     params = load_params("data_generation") | {"provider": "offline"}
     if args.positive_min is not None:
         params["search_logs"]["positive_min"] = args.positive_min
+    if args.negative_max is not None:
+        params["search_logs"]["negative_max"] = args.negative_max
     products, _ = generation.prepare_products(data["products"], params)
     sets, validation, test, reports = training_sets(
         data, products, params, args.train_products
