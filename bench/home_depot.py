@@ -411,6 +411,7 @@ def main() -> None:  # noqa: PLR0915
             fine_tuned_model=model, base_search_options=base_fusion,
             fine_tuned_search_options=fusion, evaluation_set=evaluation_set,
             params=eval_params | {"search_metrics": ["ndcg@10"]},
+            promotion=promotion,
         )  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="home-depot-pg-") as tmp:
