@@ -40,7 +40,7 @@ AMAZON_COLUMNS = {
 
 # The reference system's recipe, which the project's default (one epoch at a
 # higher rate, conf/base/parameters_training.yml) departs from.
-REFERENCE_RECIPE = {"epochs": 3, "learning_rate": 2.0e-5}
+REFERENCE_RECIPE = {"epochs": 3, "learning_rate": 2.0e-5, "batch_size": 32}
 
 # train_model's logged negatives, for benchmarks that have no search log.
 NO_NEGATIVES = pd.DataFrame(columns=["query_id", "query", "product_id"])
