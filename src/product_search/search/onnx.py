@@ -73,7 +73,9 @@ class _Forward(torch.nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         features = dict(zip(self.input_names, inputs, strict=True))
-        output = "scores" if isinstance(self.model, CrossEncoder) else "sentence_embedding"
+        output = (
+            "scores" if isinstance(self.model, CrossEncoder) else "sentence_embedding"
+        )
         return self.model(features)[output]
 
 
