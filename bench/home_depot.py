@@ -159,6 +159,33 @@ def training_sets(
     return sets, validation, test, reports
 
 
+def add_log_thresholds(parser, positive_min: float | None = None) -> None:
+    """--positive-min and --negative-max: how the search log's relevance
+    reads (default: the project's data_generation.search_logs)."""
+    parser.add_argument(
+        "--positive-min", type=float, default=positive_min,
+        help="search-log relevance that makes a training pair (default: "
+        + (str(positive_min) if positive_min is not None else "the project's")
+        + ")",
+    )  # fmt: skip
+    parser.add_argument(
+        "--negative-max", type=float, default=None,
+        help="search-log relevance at or below which a pair is a hard negative "
+        "(default: the project's data_generation.search_logs.negative_max)",
+    )  # fmt: skip
+
+
+def generation_params(args) -> dict:
+    """The project's data_generation parameters, offline, with the log's
+    thresholds from add_log_thresholds' flags."""
+    params = load_params("data_generation") | {"provider": "offline"}
+    if args.positive_min is not None:
+        params["search_logs"]["positive_min"] = args.positive_min
+    if args.negative_max is not None:
+        params["search_logs"]["negative_max"] = args.negative_max
+    return params
+
+
 def trained_model(
     source: str,
     data: tuple[pd.DataFrame, pd.DataFrame],
@@ -343,16 +370,7 @@ def main() -> None:  # noqa: PLR0915
         help="keep each trained model (and its history) in DIR/<source>; a "
         "later run with the same DIR reuses them instead of training again",
     )
-    parser.add_argument(
-        "--positive-min", type=float, default=None,
-        help="search-log relevance that makes a training pair (default: the "
-        "project's data_generation.search_logs.positive_min)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--negative-max", type=float, default=None,
-        help="search-log relevance at or below which a pair is a hard negative "
-        "(default: the project's data_generation.search_logs.negative_max)",
-    )  # fmt: skip
+    add_log_thresholds(parser)
     args = parser.parse_args()
     sources = args.sources.split(",")
     started = time.perf_counter()
@@ -363,11 +381,7 @@ def main() -> None:  # noqa: PLR0915
         data = export(Path(tmp))
     if args.limit:
         data = limit_to(args.limit, data)
-    params = load_params("data_generation") | {"provider": "offline"}
-    if args.positive_min is not None:
-        params["search_logs"]["positive_min"] = args.positive_min
-    if args.negative_max is not None:
-        params["search_logs"]["negative_max"] = args.negative_max
+    params = generation_params(args)
     products, _ = generation.prepare_products(data["products"], params)
     sets, validation, test, reports = training_sets(
         data, products, params, args.train_products

@@ -257,6 +257,20 @@ def test_pairs_are_counted_by_source(pairs, products):
     assert report["by_source"] == {"generated": 10, "log": 6}
 
 
+def test_a_cap_keeps_the_logged_pairs_first(pairs, products):
+    sourced = pairs.assign(source=["generated"] * 10 + ["log"] * 6)
+    used, report = nodes.training_pairs(sourced, products, max_pairs=8)
+    assert report["by_source"] == {"generated": 2, "log": 6}
+    assert used["query_id"].tolist() == (
+        sourced["query_id"].iloc[10:].tolist() + sourced["query_id"].iloc[:2].tolist()
+    )
+
+
+def test_a_cap_without_sources_takes_the_first_pairs(pairs, products):
+    used, _ = nodes.training_pairs(pairs, products, max_pairs=3)
+    assert used["query_id"].tolist() == pairs["query_id"].iloc[:3].tolist()
+
+
 @pytest.fixture
 def two_log_lines(monkeypatch):
     monkeypatch.setattr(nodes, "LOG_LINES", 2)
