@@ -44,6 +44,7 @@ def test_examples_hold_each_positive_and_negatives_that_are_never_it(
         [pairs, pd.DataFrame([("q0-0", "oak wood box", "p7")], columns=pairs.columns)]
     )
     logged = pd.DataFrame({"query_id": ["q1-0"], "query": ["x"], "product_id": ["p5"]})
+    params["negatives"].update(hard=2, random=1)
 
     examples, counts = nodes.reranker_examples(
         pairs, logged, products, model=base_model, params=params, bm25=BM25
