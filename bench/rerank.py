@@ -378,6 +378,11 @@ def main() -> None:  # noqa: PLR0915
             f"lr {reranker_params['learning_rate']}, binary cross-entropy, per "
             f"positive {reranker_params['negatives']['hard']} hard and "
             f"{reranker_params['negatives']['random']} random negatives"
+            + (
+                ", its layers started from the fine-tuned model's"
+                if reranker_params.get("warm_start")
+                else ""
+            )
         ),
         "data": {"corpus_products": len(products), "real_queries": len(queries)},
         "reranker": {

@@ -3,13 +3,17 @@ weights, against negatives mined from both lanes."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
+from product_search.datasets import CrossEncoderModelDataset
+from product_search.errors import UserError
 from product_search.pipelines.training import nodes
 from tests.pipelines.training.conftest import MATERIALS
 from tests.pipelines.training.test_nodes import _epoch_mean_loss
@@ -92,3 +96,39 @@ def test_a_switched_off_reranker_is_the_untrained_base(
         reranker_base=reranker_base, params=params, search_params={"bm25": BM25},
     )  # fmt: skip
     assert (model, history) == (reranker_base, {"trained": False})
+
+
+@pytest.fixture
+def three_layer_reranker():
+    """The catalog's reranker_base: MiniLM's first 3 layers and a mean head."""
+    return CrossEncoderModelDataset(
+        model_name_or_path="sentence-transformers/all-MiniLM-L6-v2",
+        head={"pooling": "mean", "layers": 3},
+    ).load()
+
+
+def test_warm_start_copies_the_fine_tuned_layers_and_keeps_the_head(
+    base_model, three_layer_reranker
+):
+    fine_tuned = copy.deepcopy(base_model)
+    with torch.no_grad():  # stands for fine-tuning: every weight moves
+        for weight in fine_tuned[0].model.parameters():
+            weight.add_(0.5)
+    head = {k: v.clone() for k, v in three_layer_reranker[2].state_dict().items()}
+
+    nodes.warm_start(three_layer_reranker, fine_tuned)
+
+    tuned = fine_tuned[0].model.state_dict()
+    copied = three_layer_reranker[0].model.state_dict()
+    assert len(three_layer_reranker[0].model.encoder.layer) == 3
+    assert all(torch.equal(value, tuned[key]) for key, value in copied.items())
+    kept = three_layer_reranker[2].state_dict()
+    assert all(torch.equal(value, kept[key]) for key, value in head.items())
+
+
+def test_warm_start_refuses_a_model_with_fewer_layers(base_model, three_layer_reranker):
+    shallow = copy.deepcopy(base_model)
+    shallow[0].model.encoder.layer = shallow[0].model.encoder.layer[:2]
+
+    with pytest.raises(UserError, match=r"encoder\.layer\.2\..*warm_start: false"):
+        nodes.warm_start(three_layer_reranker, shallow)

@@ -23,6 +23,7 @@ from sentence_transformers import (
     SentenceTransformerTrainer,
     SentenceTransformerTrainingArguments,
 )
+from sentence_transformers.base.modules import Transformer
 from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 from sentence_transformers.sentence_transformer import losses
 from sentence_transformers.sentence_transformer.training_args import BatchSamplers
@@ -396,6 +397,33 @@ def model_to_track(model: SentenceTransformer) -> SentenceTransformer:
     return model
 
 
+def warm_start(reranker: CrossEncoder, model: SentenceTransformer) -> None:
+    """Copy ``model``'s transformer weights into ``reranker``'s, as many
+    layers as the reranker has; its pooling and scoring head stay as they
+    were. The fine-tuned model's layers already match the shop's queries to
+    its products, which the reranker then learns to read together."""
+    target, source = reranker[0], model[0]
+    if not (isinstance(target, Transformer) and isinstance(source, Transformer)):
+        raise UserError(
+            "reranker.warm_start needs a transformer in both the reranker and "
+            f"the fine-tuned model, got {type(target).__name__} and "
+            f"{type(source).__name__}."
+        )
+    wanted = target.model.base_model.state_dict()
+    given = source.model.base_model.state_dict()
+    unmatched = [
+        k for k in wanted if k not in given or given[k].shape != wanted[k].shape
+    ]
+    if unmatched:
+        raise UserError(
+            "reranker.warm_start: the fine-tuned model's weights do not fit the "
+            f"reranker's ({len(unmatched)} of {len(wanted)} tensors, e.g. "
+            f"{unmatched[0]}); start both from the same base model, or set "
+            "reranker.warm_start: false."
+        )
+    target.model.base_model.load_state_dict({k: given[k] for k in wanted})
+
+
 def train_reranker(
     train_pairs: pd.DataFrame,
     train_negatives: pd.DataFrame,
@@ -406,8 +434,9 @@ def train_reranker(
     params: dict[str, Any],
     search_params: dict[str, Any],
 ) -> tuple[CrossEncoder, dict[str, Any]]:
-    """Train a cross-encoder, started from ``reranker_base``, to score
-    (query, product) pairs: the training pairs against hard negatives mined
+    """Train a cross-encoder, started from ``reranker_base`` (its layers from
+    the fine-tuned model's with ``warm_start``, see :func:`warm_start`), to
+    score (query, product) pairs: the training pairs against hard negatives mined
     with the fine-tuned model's two lanes (see :func:`reranker_examples`),
     with binary cross-entropy. With ``enabled: false`` it returns
     ``reranker_base`` untrained, and nothing reranks."""
@@ -422,7 +451,10 @@ def train_reranker(
         params=params, bm25=search_params["bm25"],
     )  # fmt: skip
     mining_time = time.perf_counter() - started
-    model = copy.deepcopy(reranker_base).to(device)
+    model = copy.deepcopy(reranker_base)
+    if params.get("warm_start", False):
+        warm_start(model, fine_tuned_model)
+    model = model.to(device)
     model.max_seq_length = int(params["max_length"])
     with tempfile.TemporaryDirectory(prefix="product-search-reranker-") as output_dir:
         args = _training_arguments(
