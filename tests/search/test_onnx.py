@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from kedro.io.core import DatasetError
@@ -62,6 +63,19 @@ def test_encoder_speaks_the_evaluations_interface(onnx_export):
     assert tensor.shape == (2, 384)
     assert model_id(encoder) == "all-MiniLM-L6-v2"
     assert (encoder.name, encoder.variant) == ("onnx", "fp32")
+
+
+def test_export_traces_plain_attention_and_leaves_the_model_as_it_was(base_model):
+    from product_search.search.onnx import export_onnx  # noqa: PLC0415
+
+    transformer = base_model[0].model
+    assert transformer.config._attn_implementation == "sdpa"
+
+    graph = onnx.load_from_string(export_onnx(base_model, "m").graphs["fp32"]).graph
+
+    # PyTorch's fused-attention path guards fully masked rows with IsNaN.
+    assert "IsNaN" not in {node.op_type for node in graph.node}
+    assert transformer.config._attn_implementation == "sdpa"
 
 
 def test_missing_variant_is_refused(base_model):
