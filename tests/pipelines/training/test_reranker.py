@@ -132,3 +132,21 @@ def test_warm_start_refuses_a_model_with_fewer_layers(base_model, three_layer_re
 
     with pytest.raises(UserError, match=r"encoder\.layer\.2\..*warm_start: false"):
         nodes.warm_start(three_layer_reranker, shallow)
+
+
+def test_training_warm_starts_when_asked_and_stops_before_mining_on_a_misfit(
+    pairs, products, params, monkeypatch, *, base_model, three_layer_reranker
+):
+    shallow = copy.deepcopy(base_model)
+    shallow[0].model.encoder.layer = shallow[0].model.encoder.layer[:2]
+    mined = []
+    monkeypatch.setattr(nodes, "reranker_examples", lambda *a, **k: mined.append(1))
+    params["warm_start"] = True
+
+    with pytest.raises(UserError, match="warm_start"):
+        nodes.train_reranker(
+            pairs, pairs[:0], products, fine_tuned_model=shallow,
+            reranker_base=three_layer_reranker, params=params,
+            search_params={"bm25": BM25},
+        )  # fmt: skip
+    assert mined == []

@@ -443,6 +443,10 @@ def train_reranker(
     if not params.get("enabled", False):
         logger.info("The reranker is off (reranker.enabled: false).")
         return reranker_base, {"trained": False}
+    # Before the mining, so that weights that do not fit stop it at once.
+    model = copy.deepcopy(reranker_base)
+    if params.get("warm_start", False):
+        warm_start(model, fine_tuned_model)
     pairs, pair_report = training_pairs(train_pairs, products, params.get("max_pairs"))
     device = choose_device(params.get("device", "auto"))
     started = time.perf_counter()
@@ -451,9 +455,6 @@ def train_reranker(
         params=params, bm25=search_params["bm25"],
     )  # fmt: skip
     mining_time = time.perf_counter() - started
-    model = copy.deepcopy(reranker_base)
-    if params.get("warm_start", False):
-        warm_start(model, fine_tuned_model)
     model = model.to(device)
     model.max_seq_length = int(params["max_length"])
     with tempfile.TemporaryDirectory(prefix="product-search-reranker-") as output_dir:
