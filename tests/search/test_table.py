@@ -129,10 +129,12 @@ def test_save_writes_vectors_terms_bm25_indexes_vocabulary_and_version(
             f"WHERE tablename IN ('{name}', '{name}_lexical')",
         )
     )
+    # A B-tree for the one filter column of save_args.filter_indexes it has.
     assert set(indexes) == {
         f"{name}_hnsw", f"{name}_pkey", f"{name}_lexical_pkey",
-        f"{name}_lexical_terms_gin",
+        f"{name}_lexical_terms_gin", f"{name}_price",
     }  # fmt: skip
+    assert "USING btree (price)" in indexes[f"{name}_price"]
     assert (
         "USING hnsw (embedding vector_cosine_ops) WITH (m='8', ef_construction='32')"
         in indexes[f"{name}_hnsw"]
@@ -249,14 +251,14 @@ def test_readers_see_the_old_tables_until_the_swap_and_after_a_failed_one(
     seen = []
     swap = SearchTable._swap
 
-    def swap_then_fail(self, conn, token):
+    def swap_then_fail(self, conn, token, *filter_indexed):
         # Another client, while the new rows, vocabulary and indexes are built
         # but not swapped in, still reads the old ones and no staging table.
         seen.append(rows(db, f"SELECT product_id FROM {name} ORDER BY 1"))
         seen.append(rows(db, f"SELECT term FROM {name}_terms ORDER BY 1"))
         seen.append(rows(db, f"SELECT count(*) FROM {name}_lexical"))
         seen.append(table_names(db, f"{name}__"))
-        swap(self, conn, token)
+        swap(self, conn, token, *filter_indexed)
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(SearchTable, "_swap", swap_then_fail)

@@ -29,13 +29,15 @@ never a mix, and a failed save leaves the old set serving.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Any, Literal
 
 import numpy as np
@@ -82,7 +84,19 @@ DEFAULT_INDEX_ARGS: dict[str, int] = {"m": 16, "ef_construction": 64}
 DEFAULT_SAVE_ARGS: dict[str, Any] = {
     "maintenance_work_mem": "512MB",
     "max_parallel_maintenance_workers": None,
+    # Columns with a B-tree for the filters of /search, where the table has them.
+    "filter_indexes": ["category", "brand", "price"],
 }
+# How the search function compares a filter's values with a column of each type.
+_COMPARED_AS = {
+    "text": "text",
+    "bigint": "numeric",
+    "double precision": "double precision",
+    "boolean": "boolean",
+}
+_SEARCH_FUNCTION = (
+    resources.files("product_search.search") / "search_function.sql"
+).read_text(encoding="utf-8")
 _DB_ERRORS = (SQLAlchemyError, psycopg.Error)
 
 Mode = Literal["hybrid", "dense", "lexical"]
@@ -99,6 +113,19 @@ class DatabaseUnavailableError(SearchError):
 
 class TableMissingError(SearchError):
     """The table has not been deployed yet."""
+
+
+class FilterError(UserError):
+    """A search's filters name a column the table lacks, or a condition it
+    cannot apply; the message says which and what the table has."""
+
+
+# How the search function refuses its arguments: invalid_parameter_value, and a
+# filter value that is no value of the column's type.
+_REFUSED_ARGUMENTS = (
+    psycopg.errors.InvalidParameterValue,
+    psycopg.errors.InvalidTextRepresentation,
+)
 
 
 class SearchOptions(BaseModel):
@@ -121,6 +148,10 @@ class SearchOptions(BaseModel):
     lexical_depth: int = Field(100, ge=1, le=1000, description="BM25 candidates.")
     # HNSW candidate list size, raised to dense_depth when that is larger.
     ef_search: int = Field(100, ge=1, le=MAX_EF_SEARCH)
+    # A filtered dense lane ranks the matching products exactly when the filter
+    # keeps at most this share of the catalog; above it, it walks the HNSW
+    # graph with pgvector's iterative scan (bench/filtered_search.py).
+    filter_exact_below: float = Field(0.05, ge=0, le=1)
 
 
 @dataclass(frozen=True)
@@ -177,6 +208,11 @@ def _db_error(exc: BaseException, message: str) -> SearchError:
     if isinstance(original, psycopg.errors.UndefinedTable):
         return TableMissingError(
             f"{message}: {detail}; run the deployment pipeline to create it."
+        )
+    if isinstance(original, psycopg.errors.UndefinedFunction):
+        return TableMissingError(
+            f"{message}: {detail}; the table was deployed without its search "
+            "function: rerun the deployment pipeline."
         )
     return SearchError(f"{message}: {detail}")
 
@@ -320,6 +356,11 @@ class SearchTable:
     def versions_table(self) -> str:
         return f"{self.table_name}_versions"
 
+    @property
+    def function_name(self) -> str:
+        """The SQL function that searches the table (``search_function.sql``)."""
+        return f"{self.table_name}_search"
+
     def _check_dimension(self, conn: Connection) -> bool:
         """Whether the table exists; refuses one of another dimension or one
         without a vector column."""
@@ -436,8 +477,9 @@ class SearchTable:
         try:
             with self.engine.begin() as conn:
                 timings = self._build(conn, index, matrix, token)
-                self._swap(conn, token)
+                self._swap(conn, token, self._filter_indexed(index))
                 self._record_version(conn, index, version, timings)
+                self._install_function(conn, index, version)
         except _DB_ERRORS as exc:
             raise _db_error(
                 exc,
@@ -581,6 +623,15 @@ class SearchTable:
                 self._name(staging_lexical),
                 sql.Identifier(TERMS_COLUMN),
             ),
+            # B-trees for the filters of /search (category, brand, price).
+            *(
+                sql.SQL("CREATE INDEX {} ON {} ({})").format(
+                    sql.Identifier(f"{self.table_name}__filter{i}_{token}"),
+                    self._name(staging),
+                    sql.Identifier(column),
+                )
+                for i, column in enumerate(self._filter_indexed(index))
+            ),
             # Statistics for the planner: how many products a term matches.
             *(
                 sql.SQL("ANALYZE {}").format(self._name(name))
@@ -599,7 +650,12 @@ class SearchTable:
         except TableMissingError:
             pass  # a table from before hybrid search: replaced by this save
 
-    def _swap(self, conn: Connection, token: str) -> None:
+    def _filter_indexed(self, index: ProductIndex) -> list[str]:
+        """The columns of ``save_args.filter_indexes`` that the products have."""
+        wanted = self.save_args["filter_indexes"] or []
+        return [c for c in index.products.columns if c in wanted]
+
+    def _swap(self, conn: Connection, token: str, filter_indexed: list[str]) -> None:
         """Replace the live tables by the staging ones (same transaction)."""
         table, lexical, terms = self.table_name, self.lexical_table, self.terms_table
         staging, staging_lexical, staging_terms = self._staging(token)
@@ -609,6 +665,10 @@ class SearchTable:
             ("TABLE", staging_lexical, lexical),
             ("INDEX", f"{table}__gin_{token}", f"{lexical}_terms_gin"),
             ("TABLE", staging_terms, terms),
+            *(
+                ("INDEX", f"{table}__filter{i}_{token}", f"{table}_{column}"[:63])
+                for i, column in enumerate(filter_indexed)
+            ),
         ]
         statements = [
             sql.SQL("DROP TABLE IF EXISTS {}").format(self._name(name))
@@ -694,6 +754,58 @@ class SearchTable:
             ),
         )
 
+    def _install_function(
+        self, conn: Connection, index: ProductIndex, version: str
+    ) -> None:
+        """(Re)create the table's search function for the version just swapped
+        in: its names, vocabulary size, filterable columns and, as the default
+        fusion, the one recorded with the version."""
+        driver = conn.connection.driver_connection
+        types = _column_types(
+            index.products.drop(columns=MODEL_COLUMN, errors="ignore")
+        )
+        names = {
+            "function": self._name(self.function_name),
+            **{
+                key: sql.Literal(self._name(name).as_string(driver))
+                for key, name in (
+                    ("products", self.table_name),
+                    ("lexical", self.lexical_table),
+                    ("vocabulary", self.terms_table),
+                )
+            },
+            "vocabulary_size": sql.Literal(index.lexical.size),
+            "row_count": sql.Literal(len(index.products)),
+            "dimension": sql.Literal(self.dimension),
+            "hidden": sql.Literal(list(HIDDEN_COLUMNS)),
+            "filter_columns": sql.Literal(
+                json.dumps({c: _COMPARED_AS[t] for c, t in sorted(types.items())})
+            ),
+            "options": sql.Literal(
+                SearchOptions(**(index.search_options or {})).model_dump_json()
+            ),
+        }
+        function = self._name(self.function_name)
+        model = (
+            index.products[MODEL_COLUMN].iloc[0]
+            if MODEL_COLUMN in index.products
+            else None
+        )
+        for statement in (
+            sql.SQL(
+                "DROP FUNCTION IF EXISTS {}(vector, text[], integer, jsonb, text, jsonb)"
+            ).format(function),
+            sql.SQL(_SEARCH_FUNCTION).format(**names),
+            sql.SQL("COMMENT ON FUNCTION {} IS {}").format(
+                function,
+                sql.Literal(
+                    f"product-search: searches {self.qualified_name} version "
+                    f"{version} (model {model}); see search_function.sql."
+                ),
+            ),
+        ):
+            _execute(conn, statement)
+
     # ------------------------------------------------------------ read
     def info(self) -> dict[str, Any] | None:
         """The current version (model, dimension, row count, analyser, BM25
@@ -763,24 +875,26 @@ class SearchTable:
         *,
         mode: Mode = "hybrid",
         options: SearchOptions | None = None,
+        filters: Mapping[str, Any] | None = None,
     ) -> list[Hit]:
-        """The ``k`` best products for ``query``, best first, in one SQL
-        statement.
+        """The ``k`` best products for ``query``, best first, through the
+        table's SQL function (``search_function.sql``), the one a SQL client
+        calls too.
 
         ``dense``: nearest ``vector`` by cosine (HNSW); ``lexical``: BM25 of the
         analysed query, over the products holding any of its terms (empty when
         none does); ``hybrid``: both lanes fused, so a query without a lexical
         match still gets its dense results. ``vector`` (the query's unit
-        embedding) may be None in lexical mode.
+        embedding) may be None in lexical mode. ``filters`` (``{column: [values]
+        or {"min": x, "max": y}}``) keep only matching products, inside both
+        lanes; a filter the table cannot apply raises :class:`FilterError`.
         """
         options = options or SearchOptions()
         if mode not in MODES:
             raise UserError(f"mode must be one of {MODES}, got {mode!r}.")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise UserError(f"k must be a positive integer, got {k!r}.")
-        params: dict[str, Any] = {"k": k}
-        # Only fusion needs candidates beyond the k shown.
-        hybrid = mode == "hybrid"
+        array = None
         if mode != "lexical":
             if vector is None:
                 raise UserError(f"{mode} search needs the query's vector.")
@@ -792,126 +906,23 @@ class SearchTable:
                     f"The query vector has shape {array.shape}; table "
                     f"{self.qualified_name} holds ({self.dimension},) vectors."
                 )
-            depth = max(options.dense_depth, k) if hybrid else k
-            params |= {"vector": array, "dense_depth": depth}
-        if mode != "dense":
-            depth = max(options.lexical_depth, k) if hybrid else k
-            params |= {"terms": analyze(query), "lexical_depth": depth}
-        if mode == "hybrid":
-            params |= options.model_dump(
-                include={"rrf_k", "dense_weight", "lexical_weight"}
-            )
-        statement = self._search_statement(mode, options.fusion)
-        ef_search = min(
-            max(options.ef_search, params.get("dense_depth", 0)), MAX_EF_SEARCH
+        statement = sql.SQL(
+            "SELECT * FROM {}(%s, CAST(%s AS text[]), %s, %s, %s, %s)"
+        ).format(self._name(self.function_name))
+        params = (
+            array,
+            analyze(query) if mode != "dense" else None,
+            k,
+            Jsonb(dict(filters or {})),
+            mode,
+            Jsonb(options.model_dump()),
         )
         try:
             with self.engine.begin() as conn:
-                driver = conn.connection.driver_connection
-                # Both statements go out in one round trip.
-                with driver.pipeline():
-                    driver.execute(
-                        "SELECT set_config('hnsw.ef_search', %s, true)",
-                        (str(ef_search),),
-                    )
-                    cursor = driver.execute(statement, params)
-                rows = cursor.fetchall()
+                _, rows = _execute(conn, statement, params)
         except _DB_ERRORS as exc:
+            original = getattr(exc, "orig", None) or exc
+            if isinstance(original, _REFUSED_ARGUMENTS):
+                raise FilterError(original.diag.message_primary) from exc
             raise _db_error(exc, f"Could not search {self.qualified_name}") from exc
         return [Hit(*row) for row in rows]
-
-    def _search_statement(self, mode: Mode, fusion: str) -> sql.Composable:
-        names = {
-            "table": self._name(self.table_name),
-            "terms": self._name(self.terms_table),
-            "lexical": self._name(self.lexical_table),
-            "versions": self._name(self.versions_table),
-            "vector": sql.Identifier(VECTOR_COLUMN),
-            "term_list": sql.Identifier(TERMS_COLUMN),
-            "bm25": sql.Identifier(BM25_COLUMN),
-            "id": sql.Identifier(ID_COLUMN),
-            "hidden": sql.SQL("ARRAY[{}]::text[]").format(
-                sql.SQL(", ").join(map(sql.Literal, HIDDEN_COLUMNS))
-            ),
-        }
-        lanes = []
-        if mode != "lexical":
-            lanes.append(_DENSE_LANE)
-        if mode != "dense":
-            lanes.append(_LEXICAL_LANE)
-        ranked = _HYBRID if mode == "hybrid" else _SINGLE_LANE[mode]
-        parts = [
-            sql.SQL("WITH "),
-            sql.SQL(", ").join(lane.format(**names) for lane in lanes),
-            sql.SQL(", ranked AS ("),
-            ranked.format(**names, score=_FUSION[fusion]),
-            sql.SQL(") "),
-            _RESULT.format(**names),
-        ]
-        return sql.Composed(parts)
-
-
-# Each lane: its candidates with rank (1 = best, ties by product id), raw score
-# and that score scaled to 0..1 over the lane's candidates (1 when all tie).
-_LANE_COLUMNS = (
-    "{id}, score, row_number() OVER (ORDER BY score DESC, {id}) AS rank, "
-    "coalesce((score - min(score) OVER ()) / "
-    "nullif(max(score) OVER () - min(score) OVER (), 0), 1.0) AS norm"
-)
-# Nearest vectors through the HNSW index.
-_DENSE_LANE = sql.SQL(
-    "dense AS (SELECT " + _LANE_COLUMNS + " FROM ("
-    "SELECT {id}, 1 - ({vector} <=> %(vector)s) AS score FROM {table} "
-    "ORDER BY {vector} <=> %(vector)s LIMIT %(dense_depth)s) AS d)"
-)
-# BM25: the query's known terms with their counts; candidates are the products
-# holding any of them (GIN index, OR semantics); each candidate's score is the
-# inner product of its BM25 weights with the query's term counts.
-_LEXICAL_LANE = sql.SQL(
-    "query_terms AS MATERIALIZED ("
-    "SELECT t.term, t.term_id, count(*) AS n "
-    "FROM unnest(CAST(%(terms)s AS text[])) AS q(term) JOIN {terms} AS t USING (term) "
-    "GROUP BY t.term, t.term_id), "
-    "lexical AS (SELECT " + _LANE_COLUMNS + " FROM ("
-    "SELECT {id}, -({bm25} <#> (SELECT CAST('{{' || string_agg("
-    "(term_id + 1) || ':' || n, ',' ORDER BY term_id) || '}}/' || ("
-    "SELECT greatest(vocabulary_size, 1) FROM {versions} "
-    "ORDER BY created_at DESC, version DESC LIMIT 1) AS sparsevec) "
-    "FROM query_terms)) AS score "
-    "FROM {lexical} WHERE {term_list} && (SELECT array_agg(term) FROM query_terms) "
-    "ORDER BY score DESC, {id} LIMIT %(lexical_depth)s) AS l)"
-)
-_SINGLE_LANE = {
-    "dense": sql.SQL(
-        "SELECT {id}, score, rank AS dense_rank, score AS dense_score, "
-        "NULL::bigint AS lexical_rank, NULL::float8 AS lexical_score "
-        "FROM dense ORDER BY rank LIMIT %(k)s"
-    ),
-    "lexical": sql.SQL(
-        "SELECT {id}, score, NULL::bigint AS dense_rank, NULL::float8 AS dense_score, "
-        "rank AS lexical_rank, score AS lexical_score "
-        "FROM lexical ORDER BY rank LIMIT %(k)s"
-    ),
-}
-_FUSION = {
-    "rrf": sql.SQL(
-        "%(dense_weight)s * coalesce(1.0 / (%(rrf_k)s + d.rank), 0) + "
-        "%(lexical_weight)s * coalesce(1.0 / (%(rrf_k)s + l.rank), 0)"
-    ),
-    "weighted": sql.SQL(
-        "%(dense_weight)s * coalesce(d.norm, 0) + "
-        "%(lexical_weight)s * coalesce(l.norm, 0)"
-    ),
-}
-_HYBRID = sql.SQL(
-    "SELECT {id}, CAST({score} AS float8) AS score, d.rank AS dense_rank, "
-    "d.score AS dense_score, l.rank AS lexical_rank, l.score AS lexical_score "
-    "FROM dense AS d FULL JOIN lexical AS l USING ({id}) "
-    "ORDER BY 2 DESC, {id} LIMIT %(k)s"
-)
-# Display columns only for the k products shown.
-_RESULT = sql.SQL(
-    "SELECT r.{id}, r.score, to_jsonb(p) - {hidden} - 'product_id', r.dense_rank, "
-    "r.dense_score, r.lexical_rank, r.lexical_score "
-    "FROM ranked AS r JOIN {table} AS p USING ({id}) ORDER BY r.score DESC, r.{id}"
-)
