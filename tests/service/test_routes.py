@@ -226,6 +226,7 @@ def test_health_shows_model_and_table_version(client, deployed_table):
         body.pop("table").items()
         >= {
             "name": deployed_table.qualified_name,
+            "search_function": f"{deployed_table.qualified_name}_search",
             "version": version,
             "model": MODEL,
             "dimension": 384,
@@ -252,6 +253,7 @@ def test_health_shows_model_and_table_version(client, deployed_table):
         "search_options": SearchOptions().model_dump(),
         "reranker": None,
         "promotion": None,
+        "api_key_required": False,
         "detail": None,
     }
 

@@ -138,14 +138,18 @@ def reranked_search(
     *,
     mode: Mode,
     options: SearchOptions,
+    filters: Mapping[str, Any] | None = None,
 ) -> list[Hit]:
     """:meth:`SearchTable.search`, then, with a reranker, its first ``top_n``
     hits reranked: the code behind ``/search`` and the evaluation alike."""
     if reranker is None:
-        return table.search(query, vector, k, mode=mode, options=options)
+        return table.search(
+            query, vector, k, mode=mode, options=options, filters=filters
+        )
     hits = table.search(
-        query, vector, max(k, reranker.top_n), mode=mode, options=options
-    )
+        query, vector, max(k, reranker.top_n), mode=mode, options=options,
+        filters=filters,
+    )  # fmt: skip
     return rerank(
         reranker.model, query, hits, top_n=reranker.top_n,
         columns=reranker.columns, weight=reranker.weight,

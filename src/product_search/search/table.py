@@ -210,9 +210,10 @@ def _db_error(exc: BaseException, message: str) -> SearchError:
             f"{message}: {detail}; run the deployment pipeline to create it."
         )
     if isinstance(original, psycopg.errors.UndefinedFunction):
+        # The function comes with the table: neither has been deployed yet.
         return TableMissingError(
-            f"{message}: {detail}; the table was deployed without its search "
-            "function: rerun the deployment pipeline."
+            f"{message}: its search function does not exist; run the deployment "
+            "pipeline to create it."
         )
     return SearchError(f"{message}: {detail}")
 
@@ -360,6 +361,10 @@ class SearchTable:
     def function_name(self) -> str:
         """The SQL function that searches the table (``search_function.sql``)."""
         return f"{self.table_name}_search"
+
+    @property
+    def qualified_function(self) -> str:
+        return self._qualified(self.function_name)
 
     def _check_dimension(self, conn: Connection) -> bool:
         """Whether the table exists; refuses one of another dimension or one

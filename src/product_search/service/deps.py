@@ -3,16 +3,19 @@ checks of request sizes against the settings."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from product_search.search.rerank import Reranker
 from product_search.search.table import SearchOptions, SearchTable
 from product_search.service.encoder import Encoder
+from product_search.service.schemas import ErrorResponse
 from product_search.service.settings import ServiceSettings
 
 
@@ -75,6 +78,50 @@ TableDep = Annotated[SearchTable, Depends(get_table)]
 SearchOptionsDep = Annotated[SearchOptions, Depends(get_search_options)]
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
 RerankerDep = Annotated[Reranker | None, Depends(get_reranker)]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="SEARCH_API_KEY, where the service is configured with one.",
+)
+
+
+async def require_api_key(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Refuse (401) a request without one of the configured keys; nothing to
+    check when the service has none."""
+    if not settings.api_key:
+        return
+    given = (credentials.credentials if credentials else "").encode()
+    matched = False
+    # Every key is compared, each in constant time, so that the time taken
+    # tells nothing about which key or how much of it matched.
+    for key in settings.api_key:
+        matched |= secrets.compare_digest(given, key.get_secret_value().encode())
+    if not matched:
+        raise HTTPException(
+            status_code=401,
+            detail="A valid API key is required: Authorization: Bearer <key>.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+#: The error answers a route may give beside FastAPI's own 422, for OpenAPI.
+UNAUTHORIZED = {
+    401: {
+        "model": ErrorResponse,
+        "description": "No API key, or a wrong one, where the service requires one "
+        "(SEARCH_API_KEY).",
+    }
+}
+UNAVAILABLE = {
+    503: {
+        "model": ErrorResponse,
+        "description": "The database or the table is unavailable, or too many "
+        "texts wait to be encoded (then with Retry-After).",
+    }
+}
 
 
 def _error(loc: Sequence[str | int], msg: str) -> dict[str, Any]:

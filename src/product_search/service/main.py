@@ -7,6 +7,8 @@ project in the current folder (or ``SEARCH_PROJECT_PATH``), configured by the
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any
@@ -15,11 +17,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from product_search import __version__
+from product_search.search.table import FilterError, SearchError
 from product_search.service.deps import Served, get_served
 from product_search.service.encoder import QueueFullError
 from product_search.service.project import serve_project
 from product_search.service.routes import embed, health, review, search
 from product_search.service.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
 
 Loader = Callable[[ServiceSettings], AbstractContextManager[Served]]
 
@@ -33,6 +38,12 @@ def create_app(
     gives until shutdown, when it leaves it. Nothing is loaded where
     ``app.dependency_overrides`` replaces :func:`get_served` (tests)."""
     settings = settings or ServiceSettings()
+    if not settings.api_key and not _loopback(settings.host):
+        logger.warning(
+            "The service listens on %s without an API key: anyone who reaches "
+            "it can search and embed. Set SEARCH_API_KEY to require one.",
+            settings.host,
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -51,6 +62,8 @@ def create_app(
     )
     app.state.settings = settings
     app.add_exception_handler(QueueFullError, _queue_full)
+    app.add_exception_handler(FilterError, _bad_filter)
+    app.add_exception_handler(SearchError, _table_unavailable)
     for module in (embed, search, health, review):
         app.include_router(module.router)
     return app
@@ -62,3 +75,29 @@ async def _queue_full(_request: Request, exc: QueueFullError) -> JSONResponse:
         content={"detail": str(exc)},
         headers={"Retry-After": str(exc.retry_after)},
     )
+
+
+async def _bad_filter(_request: Request, exc: FilterError) -> JSONResponse:
+    # The shape of FastAPI's own validation errors, so clients parse one format.
+    return JSONResponse(
+        status_code=422,
+        content={
+            "detail": [
+                {"type": "value_error", "loc": ["body", "filters"], "msg": str(exc)}
+            ]
+        },
+    )
+
+
+async def _table_unavailable(_request: Request, exc: SearchError) -> JSONResponse:
+    # Whatever keeps the table from being read keeps a search from answering.
+    return JSONResponse(status_code=503, content={"detail": str(exc)})
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

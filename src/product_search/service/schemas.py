@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 from product_search.search.table import SearchOptions
+
+
+class ErrorResponse(BaseModel):
+    detail: str
 
 
 class EmbedRequest(BaseModel):
@@ -17,12 +29,60 @@ class EmbedRequest(BaseModel):
         description="Texts to embed, at most SEARCH_MAX_TEXTS, each non-blank and "
         "at most SEARCH_MAX_TEXT_CHARS characters."
     )
+    include: list[Literal["lexical"]] = Field(
+        default_factory=list,
+        description='"lexical": also each text\'s analysed terms, which the '
+        "table's SQL search function takes beside the vector (query_terms).",
+    )
 
 
 class EmbedResponse(BaseModel):
     model: str
     dimension: int
     embeddings: list[list[float]] = Field(description="Unit vectors, one per text.")
+    terms: list[list[str]] | None = Field(
+        None,
+        description='With "include": ["lexical"]: each text\'s analysed terms, '
+        "in order (a term may repeat), as BM25 reads them.",
+    )
+
+
+class Range(BaseModel):
+    """Bounds of a numeric column, either or both, inclusive."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min: StrictFloat | StrictInt | None = None
+    max: StrictFloat | StrictInt | None = None
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> Range:
+        if self.min is None and self.max is None:
+            raise ValueError("a range needs min, max or both.")
+        return self
+
+
+#: Column -> the values it may hold (any of them), or a range of a numeric one.
+Filters = dict[
+    str,
+    Annotated[list[StrictStr | StrictFloat | StrictInt], Field(min_length=1)] | Range,
+]
+FILTERS_DESCRIPTION = (
+    "Only products whose columns match, applied inside each lane before fusion: "
+    '{"category": ["Paint", "Tools"], "brand": ["Acme"], "price": {"min": 10, '
+    '"max": 50}}. A filter on a column the table lacks is a 422 naming the '
+    "columns it has."
+)
+
+
+def filters_json(filters: Filters | None) -> dict[str, Any]:
+    """The filters as the table's search function takes them."""
+    return {
+        column: wanted.model_dump(exclude_none=True)
+        if isinstance(wanted, Range)
+        else wanted
+        for column, wanted in (filters or {}).items()
+    }
 
 
 class SearchRequest(BaseModel):
@@ -43,6 +103,7 @@ class SearchRequest(BaseModel):
         description="Reorder the top hits with the deployed reranker, when there "
         "is one; false serves the retrieval order.",
     )
+    filters: Filters | None = Field(None, description=FILTERS_DESCRIPTION)
 
 
 class SearchHit(BaseModel):
@@ -83,6 +144,10 @@ class SearchResponse(BaseModel):
 
 class TableVersion(BaseModel):
     name: str
+    search_function: str = Field(
+        description="The SQL function that searches the table as /search does "
+        "without reranking (README, From Java)."
+    )
     version: str
     model: str | None
     dimension: int
@@ -160,6 +225,10 @@ class HealthResponse(BaseModel):
         description="Why the served model serves: the promotion gate's last "
         "decision (a refused candidate leaves the table as it was).",
     )
+    api_key_required: bool = Field(
+        description="Whether /embed, /search and /review need "
+        "`Authorization: Bearer <key>` (SEARCH_API_KEY)."
+    )
     detail: str | None = None
 
 
@@ -171,6 +240,7 @@ class ReviewRequest(BaseModel):
         None,
         description="Hits per column, 1 to SEARCH_MAX_K (default SEARCH_DEFAULT_K).",
     )
+    filters: Filters | None = Field(None, description=FILTERS_DESCRIPTION)
 
 
 class ReviewHit(BaseModel):

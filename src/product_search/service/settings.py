@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from product_search.search.rerank import Reranker
 from product_search.search.table import SearchOptions
@@ -30,6 +30,10 @@ class ServiceSettings(BaseSettings):
         None, description="Configuration folder (default: the project's conf)."
     )
     host: str = "127.0.0.1"
+    # Keys that /embed, /search and /review require as `Authorization: Bearer`;
+    # SEARCH_API_KEY holds one, or several separated by commas while clients
+    # move to a new one. Empty: no key is asked for.
+    api_key: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     port: int = Field(8000, ge=1, le=65535)
     # Server processes, each with its own model and batcher. Python runs one
     # request at a time per process, so on 2 cores 2 workers of 1 thread
@@ -52,6 +56,9 @@ class ServiceSettings(BaseSettings):
     # HNSW candidate list size; the benchmark (bench/pgvector_hnsw.py) shows
     # its recall and latency. Raised to the dense depth when that is larger.
     ef_search: int | None = Field(None, ge=1, le=1000)
+    # A filtered dense lane ranks its matches exactly below this share of the
+    # catalog, else through HNSW with iterative scan (bench/filtered_search.py).
+    filter_exact_below: float | None = Field(None, ge=0, le=1)
     # The hybrid candidates the table's reranker reorders (unset: the number
     # it was deployed with); 0 turns reranking off.
     rerank_top_n: int | None = Field(None, ge=0, le=1000)
@@ -78,6 +85,13 @@ class ServiceSettings(BaseSettings):
     # other CPU-bound work, 1 avoids threads waiting on each other for a core
     # (see bench/results/embed_service.md).
     threads: int | None = Field(None, ge=1)
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
 
     def search_options(self, defaults: dict[str, Any] | None = None) -> SearchOptions:
         """``defaults`` (the project's ``search.options``) with every setting

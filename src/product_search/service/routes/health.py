@@ -4,7 +4,7 @@ from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from product_search.search.table import DatabaseUnavailableError, SearchError
-from product_search.service.deps import ServedDep
+from product_search.service.deps import ServedDep, SettingsDep
 from product_search.service.schemas import (
     Batcher,
     HealthResponse,
@@ -24,7 +24,9 @@ router = APIRouter(tags=["health"])
         }
     },
 )
-async def health(served: ServedDep, response: Response) -> HealthResponse:
+async def health(
+    served: ServedDep, settings: SettingsDep, response: Response
+) -> HealthResponse:
     """Model, backend, batcher, table version and row count, whether the
     database answers, and the promotion gate's last decision."""
     encoder, table = served.encoder, served.table
@@ -44,6 +46,7 @@ async def health(served: ServedDep, response: Response) -> HealthResponse:
         if served.reranker
         else None,
         "promotion": PromotionDecision.model_validate(decision) if decision else None,
+        "api_key_required": bool(settings.api_key),
     }
     try:
         info = await run_in_threadpool(table.info)
@@ -67,7 +70,11 @@ async def health(served: ServedDep, response: Response) -> HealthResponse:
     return HealthResponse(
         status="ok",
         database=True,
-        table=TableVersion(name=table.qualified_name, **_version_fields(info)),
+        table=TableVersion(
+            name=table.qualified_name,
+            search_function=table.qualified_function,
+            **_version_fields(info),
+        ),
         model_matches_table=info["model"] == encoder.model_id,
         **shown,
     )

@@ -8,22 +8,32 @@ import asyncio
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from product_search.metrics import graded_metrics, ranked_run
 from product_search.search.rerank import reranked_search
-from product_search.search.table import Hit, Mode, SearchError
-from product_search.service.deps import Served, ServedDep, SettingsDep, check_search
+from product_search.search.table import Hit, Mode
+from product_search.service.deps import (
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    Served,
+    ServedDep,
+    SettingsDep,
+    check_search,
+    require_api_key,
+)
 from product_search.service.schemas import (
     ReviewColumn,
     ReviewHit,
     ReviewRequest,
     ReviewResponse,
+    filters_json,
 )
 
 router = APIRouter(tags=["review"])
@@ -75,6 +85,8 @@ def review_columns(
     vectors: list[np.ndarray],
     k: int,
     grades: Mapping[str, int] | None,
+    *,
+    filters: Mapping[str, Any] | None = None,
 ) -> list[ReviewColumn]:
     """Each column's first ``k`` hits through :func:`reranked_search`, the
     code of /search; ``vectors`` are the query's by the served model, then by
@@ -86,14 +98,14 @@ def review_columns(
         reranker = served.reranker if rerank else None
         return reranked_search(
             served.table, reranker, query, vectors[0], depth,
-            mode=mode, options=served.search_options,
+            mode=mode, options=served.search_options, filters=filters,
         )  # fmt: skip
 
     lanes: list[tuple[str, str | None, list[Hit]]] = []
     if served.base_encoder is not None and served.base_table is not None:
         base_hits = reranked_search(
             served.base_table, None, query, vectors[1], depth,
-            mode="dense", options=served.search_options,
+            mode="dense", options=served.search_options, filters=filters,
         )  # fmt: skip
         lanes.append(("dense (base model)", served.base_encoder.model_id, base_hits))
     lanes += [
@@ -138,7 +150,9 @@ async def review_page() -> HTMLResponse:
     return HTMLResponse(_page())
 
 
-@router.get("/review/queries")
+@router.get(
+    "/review/queries", dependencies=[Depends(require_api_key)], responses=UNAUTHORIZED
+)
 async def judged_queries(served: ServedDep) -> list[str]:
     """The judged queries (normalised), which the page suggests."""
     return sorted(served.judgments or {})
@@ -146,15 +160,17 @@ async def judged_queries(served: ServedDep) -> list[str]:
 
 @router.post(
     "/review",
-    responses={503: {"description": "The database or a table is unavailable."}},
+    dependencies=[Depends(require_api_key)],
+    responses=UNAUTHORIZED | UNAVAILABLE,
 )
 async def review(
     body: ReviewRequest, *, served: ServedDep, settings: SettingsDep
 ) -> ReviewResponse:
     """The query's k best products by the base model (where the service has
     it), the served model, BM25, hybrid search and, where deployed, hybrid
-    reranked; each hit with its scores and, for a judged query, its grade,
-    and each column with its NDCG@10 (of its first 10 hits, whatever k)."""
+    reranked, each among the products that match the filters; each hit with
+    its scores and, for a judged query, its grade, and each column with its
+    NDCG@10 (of its first 10 hits, whatever k)."""
     k = settings.default_k if body.k is None else body.k
     check_search(body.query, k, settings)
     encoders = [served.encoder]
@@ -162,12 +178,10 @@ async def review(
         encoders.append(served.base_encoder)
     encoded = await asyncio.gather(*(e.aencode([body.query]) for e in encoders))
     grades = (served.judgments or {}).get(normalise_query(body.query))
-    try:
-        columns = await run_in_threadpool(
-            review_columns, served, body.query, [v[0] for v in encoded], k, grades
-        )
-    except SearchError as exc:
-        raise HTTPException(status_code=503, detail=str(exc)) from exc
+    columns = await run_in_threadpool(
+        review_columns, served, body.query, [v[0] for v in encoded], k, grades,
+        filters=filters_json(body.filters),
+    )  # fmt: skip
     return ReviewResponse(
         query=body.query,
         k=k,

@@ -1,32 +1,31 @@
 """POST /search: a query to the k best products, hybrid, dense or lexical."""
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from product_search.search.rerank import reranked_search
-from product_search.search.table import SearchError
 from product_search.service.deps import (
+    UNAUTHORIZED,
+    UNAVAILABLE,
     EncoderDep,
     RerankerDep,
     SearchOptionsDep,
     SettingsDep,
     TableDep,
     check_search,
+    require_api_key,
 )
-from product_search.service.schemas import SearchHit, SearchRequest, SearchResponse
-
-router = APIRouter(tags=["search"])
-
-
-@router.post(
-    "/search",
-    responses={
-        503: {
-            "description": "The database or the table is unavailable, or too "
-            "many texts wait to be encoded (see Retry-After)."
-        }
-    },
+from product_search.service.schemas import (
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    filters_json,
 )
+
+router = APIRouter(tags=["search"], dependencies=[Depends(require_api_key)])
+
+
+@router.post("/search", responses=UNAUTHORIZED | UNAVAILABLE)
 async def search(
     body: SearchRequest,
     *,
@@ -37,23 +36,21 @@ async def search(
     reranker: RerankerDep,
 ) -> SearchResponse:
     """The k best products for the query: BM25 and the nearest vectors fused
-    (hybrid, the default), or one lane alone, reranked by the deployed
-    reranker unless ``rerank`` is false; each hit shows its rank and score in
-    each lane, and its rerank score."""
+    (hybrid, the default), or one lane alone, among the products that match
+    the filters, reranked by the deployed reranker unless ``rerank`` is
+    false; each hit shows its rank and score in each lane, and its rerank
+    score."""
     k = settings.default_k if body.k is None else body.k
     check_search(body.query, k, settings)
     vector = None
     if body.mode != "lexical":
         [vector] = await encoder.aencode([body.query])
     reranker = reranker if body.rerank else None
-    try:
-        # The database and the reranker's model both block: off the event loop.
-        hits = await run_in_threadpool(
-            reranked_search, table, reranker, body.query, vector, k,
-            mode=body.mode, options=options,
-        )  # fmt: skip
-    except SearchError as exc:
-        raise HTTPException(status_code=503, detail=str(exc)) from exc
+    # The database and the reranker's model both block: off the event loop.
+    hits = await run_in_threadpool(
+        reranked_search, table, reranker, body.query, vector, k,
+        mode=body.mode, options=options, filters=filters_json(body.filters),
+    )  # fmt: skip
     return SearchResponse(
         model=encoder.model_id,
         query=body.query,
