@@ -28,14 +28,23 @@ run: install
 	@echo "Start the search service with:  make serve"
 
 # The review page's test drives a headless Chromium (Debian's chromium and
-# chromium-driver, about 45 s to install); without apt (not root, offline) it
-# is skipped and says why.
+# chromium-driver, about 45 s to install); the Java client's test
+# (examples/java) needs a JDK 17 and Debian's PostgreSQL JDBC driver
+# (libpostgresql-jdbc-java). Without apt (not root, offline) a test whose
+# tools are missing is skipped and says why.
+JDBC_JAR := /usr/share/java/postgresql.jar
+
 test: install
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null \
 	  || { echo "Installing chromium for the review page's browser test..."; \
 	       apt-get install -y -q chromium chromium-driver >/dev/null \
 	       || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; } \
 	  || echo "Could not install chromium: the browser test of the review page will be skipped."
+	@test -f $(JDBC_JAR) \
+	  || { echo "Installing the PostgreSQL JDBC driver for the Java client's test..."; \
+	       apt-get install -y -q libpostgresql-jdbc-java >/dev/null \
+	       || { apt-get update -q >/dev/null && apt-get install -y -q libpostgresql-jdbc-java >/dev/null; }; } \
+	  || echo "Could not install libpostgresql-jdbc-java: the Java client's test will be skipped."
 	$(BIN)/pytest $(ARGS)
 
 lint: install

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,6 +16,28 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).parents[1]
+logger = logging.getLogger(__name__)
+
+
+@pytest.fixture(scope="session")
+def test_env_run() -> Path:
+    """`kedro run --env=test`, all four pipelines, once per test session
+    (~2 min on 2 cores): its outputs, the deployed table in the embedded
+    PostgreSQL included, are under the returned folder (data/test)."""
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1"}
+    # The offline provider, and the embedded database under data/test.
+    for name in ("ANTHROPIC_API_KEY", "KEDRO_ENV", "DATABASE_URL"):
+        env.pop(name, None)
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--env=test"],
+        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    logger.info("kedro run --env=test: %.0f s", time.perf_counter() - started)
+    return ROOT / "data" / "test"
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,12 @@
 """notebooks/explore_results.ipynb, executed as a reader would run it, on the
-outputs of a fresh `kedro run --env=test`: it must not rot as the catalog and
-the outputs change."""
+outputs of a fresh `kedro run --env=test` (the session's ``test_env_run``): it
+must not rot as the catalog and the outputs change."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -61,23 +58,7 @@ def test_the_committed_notebook_has_no_outputs():
     assert all(not cell.outputs and cell.execution_count is None for cell in code)
 
 
-@pytest.fixture(scope="module")
-def test_env_outputs() -> None:
-    """The test environment's outputs, produced now (~2 min on 2 cores)."""
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1"}
-    env.pop("ANTHROPIC_API_KEY", None)
-    env.pop("KEDRO_ENV", None)
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "kedro", "run", "--env=test",
-         "--pipelines=data_generation,training,evaluation"],
-        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    logger.info("kedro run --env=test: %.0f s", time.perf_counter() - started)
-
-
-def test_notebook_runs_on_the_test_environment(test_env_outputs, monkeypatch):
+def test_notebook_runs_on_the_test_environment(test_env_run, monkeypatch):
     # The kernel inherits this environment: `%load_ext kedro.ipython` creates
     # its session with KEDRO_ENV, as `kedro jupyter lab --env=test` would.
     monkeypatch.setenv("KEDRO_ENV", "test")
@@ -127,7 +108,7 @@ def test_notebook_runs_on_the_test_environment(test_env_outputs, monkeypatch):
     assert "Query: " in _text(_tagged(notebook, "side-by-side"))
 
 
-def test_the_run_lands_in_mlflow_with_its_metrics_and_model(test_env_outputs):
+def test_the_run_lands_in_mlflow_with_its_metrics_and_model(test_env_run):
     import mlflow  # noqa: PLC0415
 
     mlflow.set_tracking_uri(f"sqlite:///{ROOT / 'data' / 'mlflow-test.db'}")
