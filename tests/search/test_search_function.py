@@ -52,11 +52,11 @@ def exact_dense(catalog, query, keep, k):
     return [frame["product_id"].iloc[i] for i in order[:k]]
 
 
-@pytest.mark.parametrize("exact_below", [0.05, 0.0], ids=["exact scan", "hnsw"])
+@pytest.mark.parametrize("exact_rows", [2000, 0], ids=["exact scan", "hnsw"])
 def test_a_one_percent_filter_still_returns_k_dense_hits(
     make_8d,
     catalog,
-    exact_below,
+    exact_rows,
     db,  # noqa: F811
 ):
     # No B-tree on category: a filtered walk of the HNSW graph is the one
@@ -64,7 +64,7 @@ def test_a_one_percent_filter_still_returns_k_dense_hits(
     table = make_8d(save_args={"filter_indexes": []})
     table.save(catalog)
     query = np.asarray(catalog.products["embedding"].iloc[0], dtype=np.float32)
-    options = SearchOptions(filter_exact_below=exact_below)
+    options = SearchOptions(filter_exact_rows=exact_rows)
     expected = exact_dense(catalog, query, lambda p: p["category"] == "rare", 4)
 
     hits = table.search(

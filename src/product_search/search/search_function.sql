@@ -18,10 +18,9 @@
 -- options          fusion settings in place of the version's (NULL: the
 --                  fusion the version was deployed with)
 --
--- A dense lane with a filter that keeps at most filter_exact_below of the
--- catalog ranks the matching products exactly (no index); above that it
--- walks the HNSW graph with pgvector's iterative index scan, so that it
--- still finds its candidates.
+-- A dense lane with a filter that keeps at most filter_exact_rows products
+-- ranks them exactly (no index); above that it walks the HNSW graph with
+-- pgvector's iterative index scan, so that it still finds its candidates.
 --
 -- Rendered by psycopg's sql.SQL().format(): {{name}} is filled in at save time
 -- and doubled braces are single ones.
@@ -46,7 +45,6 @@ DECLARE
     lexical_table constant text := {lexical};
     vocabulary constant text := {vocabulary};
     vocabulary_size constant integer := {vocabulary_size};
-    catalog_rows constant bigint := {row_count};
     dimension constant integer := {dimension};
     -- What a hit never shows: the vector and the model's name.
     hidden_columns constant text[] := {hidden};
@@ -60,8 +58,7 @@ DECLARE
     -- Only fusion needs candidates beyond the k shown.
     dense_depth integer := (settings->>'dense_depth')::integer;
     lexical_depth integer := (settings->>'lexical_depth')::integer;
-    exact_rows constant bigint :=
-        ceil((settings->>'filter_exact_below')::float8 * catalog_rows)::bigint;
+    exact_rows constant bigint := (settings->>'filter_exact_rows')::bigint;
     predicate text := '';
     filter_column text;
     wanted jsonb;

@@ -56,9 +56,9 @@ class ServiceSettings(BaseSettings):
     # HNSW candidate list size; the benchmark (bench/pgvector_hnsw.py) shows
     # its recall and latency. Raised to the dense depth when that is larger.
     ef_search: int | None = Field(None, ge=1, le=1000)
-    # A filtered dense lane ranks its matches exactly below this share of the
-    # catalog, else through HNSW with iterative scan (bench/filtered_search.py).
-    filter_exact_below: float | None = Field(None, ge=0, le=1)
+    # A filtered dense lane ranks its matches exactly up to this many, else
+    # through HNSW with iterative scan (bench/results/filtered_search.md).
+    filter_exact_rows: int | None = Field(None, ge=0)
     # The hybrid candidates the table's reranker reorders (unset: the number
     # it was deployed with); 0 turns reranking off.
     rerank_top_n: int | None = Field(None, ge=0, le=1000)
