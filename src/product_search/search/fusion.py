@@ -9,7 +9,7 @@ training, and recorded with the table version it serves.
 
 Each validation query is searched once per lane, through
 :meth:`SearchTable.search`; every candidate fusion is then applied to those
-lanes here, with the SQL's arithmetic (``_FUSION`` in ``table.py``) and its
+lanes here, with the SQL's arithmetic (``search_function.sql``) and its
 order (score, then product id), which a test holds equal to the SQL's.
 """
 
