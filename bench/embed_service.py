@@ -24,6 +24,18 @@ measures on a 2-core machine.
 Writes bench/results/embed_service.{json,md}. If the deployment has not
 exported the served model to ONNX yet, the benchmark exports it first (as
 the deployment pipeline does).
+
+With ``--http`` it compares HTTP/1.1 stacks instead, each a value of uvicorn's
+``--http`` (``httptools``, ``h11`` or a protocol class's import string):
+
+    .venv/bin/python bench/embed_service.py --http httptools \
+        product_search.service.server:UpgradeIgnoringHttpToolsProtocol h11
+
+For each of ``--rounds`` rounds, each stack in turn serves the soak's
+configuration (ONNX int8, 2 workers, micro-batching) through
+``uvicorn --factory product_search.service.main:create_app --http STACK``,
+with the same load as above and no soak. Writes
+bench/results/embed_service_http.{json,md}.
 """
 
 from __future__ import annotations
@@ -67,6 +79,13 @@ CONFIGURATIONS = [
     {"backend": "onnx", "variant": "int8", "batching": True, "workers": 2},
 ]
 SOAK = CONFIGURATIONS[-1]
+# The app that uvicorn's command serves when --http compares HTTP stacks.
+APP = "product_search.service.main:create_app"
+# What Java 17's HttpClient adds to a request on a new http:// connection.
+H2C = (
+    "Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+    "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+)
 # Bodies that must each get a 422 (the service's limits are its defaults).
 MALFORMED = [
     b'{"texts": ["unterminated',
@@ -106,9 +125,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def request_bytes(path: str, body: bytes) -> bytes:
+def request_bytes(path: str, body: bytes, headers: str = "") -> bytes:
     return (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 
@@ -126,6 +145,16 @@ async def exchange(
     return status, await reader.readexactly(length)
 
 
+async def h2c_status(port: int) -> int:
+    """The status of a ``POST /embed`` offering h2c, as Java's HttpClient
+    sends it (uvicorn's httptools protocol answers 422: no body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = json.dumps({"texts": ["cordless drill"]}).encode()
+    status, _ = await exchange(reader, writer, request_bytes("/embed", body, H2C))
+    writer.close()
+    return status
+
+
 async def get(port: int, path: str) -> tuple[int, dict]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
@@ -134,15 +163,24 @@ async def get(port: int, path: str) -> tuple[int, dict]:
     return status, json.loads(body)
 
 
-def start_service(port: int, env: str | None, settings: dict[str, str]):
-    command = [sys.executable, "-m", "product_search.service", "--port", str(port)]
-    if env:
-        command += ["--env", env]
+def start_service(
+    port: int, env: str | None, settings: dict[str, str], http: str | None = None
+):
+    """``python -m product_search.service``, or with ``http`` uvicorn's own
+    command serving the service's app with that HTTP stack."""
+    if http is None:
+        command = [sys.executable, "-m", "product_search.service"]
+        command += ["--env", env] if env else []
+    else:
+        command = [sys.executable, "-m", "uvicorn", "--factory", APP, "--http", http]
+        command += ["--workers", settings.get("workers", "1")]
+    command += ["--port", str(port)]
     environment = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "KEDRO_DISABLE_TELEMETRY": "true",
         "TOKENIZERS_PARALLELISM": "false",
+        **({"SEARCH_ENV": env} if env else {}),
         **{f"SEARCH_{name.upper()}": value for name, value in settings.items()},
     }
     path = RESULTS / "embed_service.server.log"
@@ -241,19 +279,53 @@ def service_settings(configuration: dict, threads: int) -> dict[str, str]:
 
 
 def run_configuration(
-    configuration: dict, queries: list[str], args: argparse.Namespace
+    configuration: dict,
+    queries: list[str],
+    args: argparse.Namespace,
+    http: str | None = None,
 ) -> dict:
     settings = service_settings(configuration, args.threads)
     port = free_port()
-    process, health = start_service(port, args.env, settings)
+    process, health = start_service(port, args.env, settings, http)
+    service = psutil.Process(process.pid)
     try:
+        h2c = asyncio.run(h2c_status(port))
         levels = []
         for concurrency in args.concurrency:
-            levels.append(asyncio.run(load(port, queries, concurrency, args.seconds)))
-            logger.info("%s %s", configuration, levels[-1])
+            before, started = cpu_seconds(service), time.perf_counter()
+            level = asyncio.run(load(port, queries, concurrency, args.seconds))
+            elapsed = time.perf_counter() - started
+            # Other work on the machine meanwhile, in cores: it skews the figures.
+            level["other_cpu"] = {
+                name: round((cpu_seconds(service)[name] - before[name]) / elapsed, 2)
+                for name in before
+            }
+            levels.append(level)
+            logger.info("%s %s %s", http or "", configuration, level)
     finally:
         stop(process)
-    return {**configuration, "settings": settings, "health": health, "levels": levels}
+    return {
+        **configuration,
+        **({"http": http} if http else {}),
+        "h2c_status": h2c,
+        "settings": settings,
+        "health": health,
+        "levels": levels,
+    }
+
+
+def cpu_seconds(service: psutil.Process) -> dict[str, float]:
+    """CPU seconds so far that neither this benchmark nor ``service`` (all its
+    processes) used: other processes', and those the hypervisor gave to other
+    machines (steal)."""
+    machine = psutil.cpu_times()
+    busy = machine.user + machine.nice + machine.system + machine.irq + machine.softirq
+    ours = 0.0
+    for process in [psutil.Process(), service, *service.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            ours += times.user + times.system
+    return {"processes": busy - ours, "steal": machine.steal}
 
 
 def soak(queries: list[str], args: argparse.Namespace) -> dict:
@@ -343,6 +415,85 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def stack_label(http: str) -> str:
+    """``httptools``, ``h11``, or a protocol class's name."""
+    return http.rpartition(":")[2]
+
+
+def markdown_http(results: dict) -> str:
+    """The stacks' figures, each the median over the rounds (a round that
+    other work on the machine slowed moves it least)."""
+    rounds = results["rounds"]
+    lines = [
+        "# /embed under load: HTTP/1.1 stacks",
+        "",
+        f"Model `{results['model']}`; {label(SOAK)} with micro-batching, "
+        f"{results['threads']} threads in all; each stack served by `uvicorn "
+        f"--factory {APP} --http STACK --workers 2`; {rounds} round(s), the "
+        f"stacks in turn within each; {results['queries']} distinct Home Depot "
+        f"search terms, one per request; {results['seconds']} s per level after "
+        "1 s of warm-up; the service and the load generator share the machine "
+        f"({results['environment']['cpu_count']} CPU cores). Figures are medians "
+        "over the rounds (requests/s: lowest to highest in brackets). h2c: the "
+        "status of a `POST /embed` offering `Upgrade: h2c`, as Java's HttpClient "
+        "sends it. Other CPU: the most cores that other processes used, and "
+        "the hypervisor stole, during a round's level.",
+        "",
+        "| stack | h2c | clients | requests/s | p50 ms | p95 ms | p99 ms "
+        "| non-200 | other CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for http in results["http"]:
+        runs = [run for run in results["runs"] if run["http"] == http]
+        h2c = "/".join(sorted({str(run["h2c_status"]) for run in runs}))
+        for i, concurrency in enumerate(results["concurrency"]):
+            levels = [run["levels"][i] for run in runs]
+
+            def median(key: str, levels=levels) -> float:
+                return round(float(np.median([level[key] for level in levels])), 1)
+
+            per_s = [level["per_s"] for level in levels]
+            errors = sum(
+                n for level in levels for s, n in level["statuses"].items()
+                if int(s) != 200
+            )  # fmt: skip
+            other = max(0, *(level["other_cpu"]["processes"] for level in levels))
+            steal = max(0, *(level["other_cpu"]["steal"] for level in levels))
+            lines.append(
+                f"| {stack_label(http)} | {h2c} | {concurrency} | {median('per_s')} "
+                f"({min(per_s)} to {max(per_s)}) | {median('p50_ms')} | "
+                f"{median('p95_ms')} | {median('p99_ms')} | {errors} | "
+                f"{other:.2f} + {steal:.2f} steal |"
+            )
+    lines += ["", provenance(results), ""]
+    return "\n".join(lines)
+
+
+def compare_http(queries: list[str], served: str, args: argparse.Namespace) -> None:
+    """Each stack in turn, ``args.rounds`` times; writes embed_service_http."""
+    runs = [
+        {"round": round_, **run_configuration(SOAK, queries, args, http)}
+        for round_ in range(1, args.rounds + 1)
+        for http in args.http
+    ]
+    results = {
+        "model": served,
+        "queries": len(queries),
+        "threads": args.threads,
+        "seconds": args.seconds,
+        "concurrency": args.concurrency,
+        "http": args.http,
+        "rounds": args.rounds,
+        "runs": runs,
+        "environment": environment("cpu"),
+    }
+    (RESULTS / "embed_service_http.json").write_text(
+        json.dumps(results, indent=2) + "\n"
+    )
+    (RESULTS / "embed_service_http.md").write_text(markdown_http(results))
+    logger.info("Wrote %s", RESULTS / "embed_service_http.md")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
@@ -352,6 +503,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--env", help="Kedro environment of the service")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--http", nargs="+", metavar="STACK",
+        help="compare these uvicorn --http stacks instead (see above)",
+    )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=2, help="with --http")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     # The catalog's paths are relative to the project root.
@@ -361,6 +517,9 @@ def main() -> None:
 
     queries = shopper_queries(args.queries, args.seed)
     served = ensure_onnx_export(args.env)
+    if args.http:
+        compare_http(queries, served, args)
+        return
     runs = [run_configuration(c, queries, args) for c in CONFIGURATIONS]
     soak_run = soak(queries, args)
     logger.info("Soak: %s", soak_run)

@@ -7,7 +7,8 @@ Start it from the project root with::
 
 or with uvicorn's own options, configured by ``SEARCH_*`` variables::
 
-    uvicorn --factory product_search.service.main:create_app
+    uvicorn --factory product_search.service.main:create_app \
+        --http product_search.service.server:UpgradeIgnoringHttpToolsProtocol
 """
 
 from product_search.service.main import create_app

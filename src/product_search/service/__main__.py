@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from product_search.service.main import create_app
 from product_search.service.project import project_catalog, serve_project
+from product_search.service.server import uvicorn_options
 from product_search.service.settings import ServiceSettings
 
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         app = create_app(
             settings, load=functools.partial(serve_project, catalog=catalog)
         )
-        uvicorn.run(app, host=settings.host, port=settings.port)
+        uvicorn.run(app, **uvicorn_options(settings))
         return
     # Each worker process builds its app from the environment.
     for name, value in overrides.items():
@@ -66,9 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     uvicorn.run(
         "product_search.service.main:create_app",
         factory=True,
-        host=settings.host,
-        port=settings.port,
         workers=settings.workers,
+        **uvicorn_options(settings),
     )
 
 

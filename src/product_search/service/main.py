@@ -1,8 +1,9 @@
 """Builds the FastAPI app; its lifespan loads what it serves and releases it.
 
-``uvicorn --factory product_search.service.main:create_app`` serves the Kedro
-project in the current folder (or ``SEARCH_PROJECT_PATH``), configured by the
-``SEARCH_*`` environment variables.
+``uvicorn --factory product_search.service.main:create_app --http
+product_search.service.server:UpgradeIgnoringHttpToolsProtocol`` serves the
+Kedro project in the current folder (or ``SEARCH_PROJECT_PATH``), configured by
+the ``SEARCH_*`` environment variables.
 """
 
 from __future__ import annotations
