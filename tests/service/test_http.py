@@ -1,5 +1,6 @@
 """HTTP/1.1 as clients send it, over a raw socket to a real uvicorn serving the
-service the way ``python -m product_search.service`` does.
+service the way ``python -m product_search.service`` does (the command itself,
+with one worker and with two, is held to the same in test_startup.py).
 
 Java's ``java.net.http.HttpClient`` offers HTTP/2 on its ``http://`` requests
 (``Upgrade: h2c``); uvicorn's own httptools protocol then served them with an
@@ -10,19 +11,12 @@ request as plain HTTP/1.1, body included, and keep the connection open.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
-import pytest
 import uvicorn
 from fastapi import FastAPI
 
@@ -31,7 +25,6 @@ from product_search.service.server import uvicorn_options
 from product_search.service.settings import ServiceSettings
 from tests.service.conftest import LIMITS, serving
 
-PROJECT = Path(__file__).parents[2]
 # What Java 17's HttpClient adds to a request on a new http:// connection.
 H2C_OFFER = (
     b"Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
@@ -126,52 +119,3 @@ def test_an_h2c_upgrade_offer_is_answered_as_plain_http_on_the_same_connection(
         responses = embed_on_one_connection(settings.port)
 
     assert_embeddings_of_texts(responses, base_model)
-
-
-@pytest.fixture
-def untrained(tmp_path) -> Path:
-    """A folder with the project's base configuration and nothing trained:
-    the service serves the base model, without a table."""
-    shutil.copytree(PROJECT / "conf" / "base", tmp_path / "conf" / "base")
-    (tmp_path / "conf" / "local").mkdir()
-    return tmp_path
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_the_command_answers_an_h2c_upgrade_offer_as_plain_http(
-    workers, untrained, base_model
-):
-    port = free_port()
-    service = subprocess.Popen(
-        [sys.executable, "-m", "product_search.service", "--port", str(port)]
-        + ["--workers", str(workers), "--project-path", str(PROJECT)]
-        + ["--conf-source", str(untrained / "conf")],
-        cwd=untrained,
-        env=os.environ | {"HF_HUB_OFFLINE": "1", "KEDRO_DISABLE_TELEMETRY": "true"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    # However the service behaves, the test ends.
-    watchdog = threading.Timer(300, service.kill)
-    watchdog.start()
-    output, started, listening = [], 0, False
-    try:
-        # One worker listens after its start-up; several, before theirs.
-        for line in service.stdout:
-            output.append(line)
-            started += "Application startup complete" in line
-            listening |= "Uvicorn running on" in line
-            if started == workers and listening:
-                break
-        assert started == workers and listening, "".join(output)
-        responses = embed_on_one_connection(port)
-        service.send_signal(signal.SIGTERM)
-        output += service.stdout.readlines()
-        service.wait()
-    finally:
-        watchdog.cancel()
-        service.kill()
-
-    assert_embeddings_of_texts(responses, base_model)
-    assert "Unsupported upgrade request" not in "".join(output)

@@ -34,8 +34,10 @@ from product_search.service.project import (
     served_model_and_table,
     served_reranker,
 )
+from product_search.service.server import HTTP_PROTOCOL
 from product_search.service.settings import ServiceSettings
 from tests.service.conftest import LIMITS
+from tests.service.test_http import assert_embeddings_of_texts, embed_on_one_connection
 
 PROJECT = Path(__file__).parents[2]
 
@@ -206,14 +208,15 @@ def test_the_service_loads_the_reranker_its_table_version_names(
             {},
         ),
         (
-            ["uvicorn", "--factory", "product_search.service.main:create_app"],
+            ["uvicorn", "--factory", "product_search.service.main:create_app",
+             "--http", HTTP_PROTOCOL],
             {"SEARCH_PROJECT_PATH": "{project}", "SEARCH_CONF_SOURCE": "{conf}"},
         ),
     ],
     ids=["python -m product_search.service", "uvicorn --factory"],
 )  # fmt: skip
 def test_sigterm_stops_the_service_and_the_embedded_database_it_started(
-    command, variables, untrained
+    command, variables, untrained, base_model
 ):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -240,6 +243,7 @@ def test_sigterm_stops_the_service_and_the_embedded_database_it_started(
             if "Application startup complete" in line:
                 break
         health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=60)
+        h2c = embed_on_one_connection(port)
         pgdata = untrained / "data" / "09_database"
         users = json.loads((pgdata / ".handle_pids.json").read_text())
         service.send_signal(signal.SIGTERM)
@@ -251,6 +255,9 @@ def test_sigterm_stops_the_service_and_the_embedded_database_it_started(
     log = "".join(output)
 
     assert (health.status_code, health.json()["status"]) == (200, "no_table"), log
+    # Java's HttpClient's requests (Upgrade: h2c) answered as plain HTTP/1.1.
+    assert_embeddings_of_texts(h2c, base_model)
+    assert "Unsupported upgrade request" not in log
     assert users == [service.pid]
     # uvicorn shuts down gracefully, then ends with the signal it was sent.
     assert "Application shutdown complete" in log
@@ -260,7 +267,7 @@ def test_sigterm_stops_the_service_and_the_embedded_database_it_started(
     assert not (pgdata / "postmaster.pid").exists()
 
 
-def test_two_workers_serve_and_stop_with_the_embedded_database(untrained):
+def test_two_workers_serve_and_stop_with_the_embedded_database(untrained, base_model):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -284,6 +291,7 @@ def test_two_workers_serve_and_stop_with_the_embedded_database(untrained):
             if started == 2:
                 break
         health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=60)
+        h2c = embed_on_one_connection(port)
         pgdata = untrained / "data" / "09_database"
         users = json.loads((pgdata / ".handle_pids.json").read_text())
         workers = {child.pid for child in psutil.Process(service.pid).children()}
@@ -296,6 +304,7 @@ def test_two_workers_serve_and_stop_with_the_embedded_database(untrained):
     log = "".join(output)
 
     assert (health.status_code, health.json()["status"]) == (200, "no_table"), log
+    assert_embeddings_of_texts(h2c, base_model)
     # Each worker process joined the embedded server, and each left it.
     assert set(users) <= workers and len(users) == 2, (users, workers)
     assert log.count("Application shutdown complete") == 2, log
