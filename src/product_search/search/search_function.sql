@@ -158,7 +158,7 @@ BEGIN
             END IF;
         END IF;
         PERFORM set_config('hnsw.ef_search', least(greatest(
-            (settings->>'ef_search')::integer, dense_depth), 1000)::text, true);
+            (settings->>'ef_search')::integer, dense_depth), {max_ef_search})::text, true);
         -- Nearest vectors: through the HNSW index, or, for a selective
         -- filter, every matching product ranked exactly (ordering by the
         -- score rather than by the distance keeps the index out).

@@ -772,8 +772,9 @@ class SearchTable:
         types = _column_types(
             index.products.drop(columns=MODEL_COLUMN, errors="ignore")
         )
+        function = self._name(self.function_name)
         names = {
-            "function": self._name(self.function_name),
+            "function": function,
             **{
                 key: sql.Literal(self._name(name).as_string(driver))
                 for key, name in (
@@ -784,6 +785,7 @@ class SearchTable:
             },
             "vocabulary_size": sql.Literal(index.lexical.size),
             "dimension": sql.Literal(self.dimension),
+            "max_ef_search": sql.Literal(MAX_EF_SEARCH),
             "hidden": sql.Literal(list(HIDDEN_COLUMNS)),
             "filter_columns": sql.Literal(
                 json.dumps({c: _COMPARED_AS[t] for c, t in sorted(types.items())})
@@ -792,7 +794,6 @@ class SearchTable:
                 SearchOptions(**(index.search_options or {})).model_dump_json()
             ),
         }
-        function = self._name(self.function_name)
         model = (
             index.products[MODEL_COLUMN].iloc[0]
             if MODEL_COLUMN in index.products

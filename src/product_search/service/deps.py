@@ -124,7 +124,7 @@ UNAVAILABLE = {
 }
 
 
-def _error(loc: Sequence[str | int], msg: str) -> dict[str, Any]:
+def validation_error(loc: Sequence[str | int], msg: str) -> dict[str, Any]:
     # The shape of FastAPI's own validation errors, so clients parse one format.
     return {"type": "value_error", "loc": ("body", *loc), "msg": msg}
 
@@ -137,10 +137,10 @@ def text_errors(
     for index, text in enumerate(texts):
         loc = (field, index) if field == "texts" else (field,)
         if not text.strip():
-            errors.append(_error(loc, f"{field} must not be empty or blank."))
+            errors.append(validation_error(loc, f"{field} must not be empty or blank."))
         elif len(text) > settings.max_text_chars:
             errors.append(
-                _error(
+                validation_error(
                     loc,
                     f"{field} has {len(text)} characters; the limit is "
                     f"{settings.max_text_chars} (SEARCH_MAX_TEXT_CHARS).",
@@ -152,10 +152,10 @@ def text_errors(
 def check_texts(texts: list[str], settings: ServiceSettings) -> None:
     """Refuse an empty list, too many texts, blank or too long ones (422)."""
     if not texts:
-        errors = [_error(("texts",), "texts must hold at least one text.")]
+        errors = [validation_error(("texts",), "texts must hold at least one text.")]
     elif len(texts) > settings.max_texts:
         errors = [
-            _error(
+            validation_error(
                 ("texts",),
                 f"texts holds {len(texts)} texts; the limit is "
                 f"{settings.max_texts} (SEARCH_MAX_TEXTS).",
@@ -172,7 +172,7 @@ def check_search(query: str, k: int, settings: ServiceSettings) -> None:
     errors = text_errors("query", [query], settings)
     if not 1 <= k <= settings.max_k:
         errors.append(
-            _error(
+            validation_error(
                 ("k",),
                 f"k must be from 1 to {settings.max_k} (SEARCH_MAX_K), got {k}.",
             )

@@ -15,11 +15,13 @@ from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from product_search import __version__
 from product_search.search.table import FilterError, SearchError
-from product_search.service.deps import Served, get_served
+from product_search.service.deps import Served, get_served, validation_error
 from product_search.service.encoder import QueueFullError
 from product_search.service.project import serve_project
 from product_search.service.routes import embed, health, review, search
@@ -78,15 +80,11 @@ async def _queue_full(_request: Request, exc: QueueFullError) -> JSONResponse:
     )
 
 
-async def _bad_filter(_request: Request, exc: FilterError) -> JSONResponse:
-    # The shape of FastAPI's own validation errors, so clients parse one format.
-    return JSONResponse(
-        status_code=422,
-        content={
-            "detail": [
-                {"type": "value_error", "loc": ["body", "filters"], "msg": str(exc)}
-            ]
-        },
+async def _bad_filter(request: Request, exc: FilterError) -> JSONResponse:
+    # Answered as FastAPI answers its own validation errors: one format.
+    errors = [validation_error(("filters",), str(exc))]
+    return await request_validation_exception_handler(
+        request, RequestValidationError(errors)
     )
 
 
