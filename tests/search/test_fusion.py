@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from product_search.search import fusion
+from product_search.search import fusion, tuning
 from product_search.search.table import Hit, SearchOptions
 from tests import pg
 from tests.search.test_table import five_products  # noqa: F401 (a fixture)
@@ -55,47 +55,98 @@ def _lanes(dense: list[tuple[str, float]], lexical: list[tuple[str, float]]):
     )
 
 
-# On the logged query BM25 finds the relevant product r first and the dense
-# lane third; on the generated query the dense lane finds s first, BM25 second.
-LANES = {
-    "log": {"q1": _lanes([("a", 0.9), ("b", 0.8), ("r", 0.7)], [("r", 10), ("c", 5)])},
-    "generated": {"q2": _lanes([("s", 0.9), ("d", 0.5)], [("d", 10), ("s", 9)])},
-}
-QRELS = {"log": {"q1": {"r": 1}}, "generated": {"q2": {"s": 1}}}
-# Weighted 0.1 / 0.9: q1 -> r (0.9), q2 -> d (0.9): best on the log, but 1
-# below the dense lane on the generated query.
+# On a logged query BM25 finds the relevant product r first and the dense
+# lane third; on a generated query the dense lane finds s first, BM25 second.
+LOGGED = _lanes([("a", 0.9), ("b", 0.8), ("r", 0.7)], [("r", 10), ("c", 5)])
+GENERATED = _lanes([("s", 0.9), ("d", 0.5)], [("d", 10), ("s", 9)])
+# Weighted 0.9 / 0.1: a on the logged query (0.9 vs r 0.1), s on the
+# generated one: the dense lane's order.
+DENSE_HEAVY = SearchOptions(fusion="weighted", dense_weight=0.9, lexical_weight=0.1)
+# Weighted 0.1 / 0.9: r on the logged query, d on the generated one: best on
+# the log, but 1 below the dense lane on the generated queries.
 LEXICAL_HEAVY = SearchOptions(fusion="weighted", dense_weight=0.1, lexical_weight=0.9)
 # RRF (k 60) 0.6 / 0.4: q1 r 0.6/63 + 0.4/61 = 0.01608 > a 0.6/61 = 0.00984;
 # q2 s 0.6/61 + 0.4/62 = 0.01629 > d 0.6/62 + 0.4/61 = 0.01623.
 BALANCED = SearchOptions(rrf_k=60, dense_weight=0.6, lexical_weight=0.4)
+EVIDENCE = tuning.Evidence(min_queries=30, folds=5, samples=500)
 
 
-def test_the_best_fusion_on_the_objective_within_the_lane_gap_is_chosen():
+def _sets(logged: int, generated: int):
+    lanes = {
+        "log": {f"l{i}": LOGGED for i in range(logged)},
+        "generated": {f"g{i}": GENERATED for i in range(generated)},
+    }
+    qrels = {
+        "log": {f"l{i}": {"r": 1} for i in range(logged)},
+        "generated": {f"g{i}": {"s": 1} for i in range(generated)},
+    }
+    return lanes, qrels
+
+
+def test_a_significantly_better_fusion_within_the_lane_gap_replaces_the_default():
+    lanes, qrels = _sets(logged=40, generated=40)
+
     choice = fusion.choose(
-        LANES, QRELS, [LEXICAL_HEAVY, BALANCED],
-        metric="ndcg@1", objective="log", max_lane_gap=0.005,
+        lanes, qrels, [DENSE_HEAVY, LEXICAL_HEAVY, BALANCED],
+        metric="ndcg@1", max_lane_gap=0.005, evidence=EVIDENCE,
     )  # fmt: skip
 
+    # LEXICAL_HEAVY is as good on the log, but falls 1 below the dense lane on
+    # the 40 generated queries.
     assert choice["options"] == BALANCED.model_dump()
-    assert (choice["feasible"], choice["lane_margin"]) == (True, 0.0)
+    assert (choice["moved"], choice["objective"], choice["lane_margin"]) == (
+        True, "log", 0.0,
+    )  # fmt: skip
+    cv = choice["cross_validation"]
+    assert (cv["queries"], cv["default"], cv["tuned"], cv["gain"]) == (40, 0, 1, 1)
+    assert cv["significant"] and cv["wilcoxon_p_value"] < 1e-6
+    assert choice["reason"].startswith("40 log validation queries; tuning beat")
     assert choice["validation"] == {
-        "log": {"queries": 1, "dense": 0.0, "lexical": 1.0, "hybrid": 1.0},
-        "generated": {"queries": 1, "dense": 1.0, "lexical": 0.0, "hybrid": 1.0},
+        "log": {"queries": 40, "dense": 0.0, "lexical": 1.0, "hybrid": 1.0},
+        "generated": {"queries": 40, "dense": 1.0, "lexical": 0.0, "hybrid": 1.0},
     }
     assert [(c["log"], c["generated"]) for c in choice["candidates"]] == [
-        (1.0, 0.0), (1.0, 1.0),
+        (0.0, 1.0), (1.0, 0.0), (1.0, 1.0),
     ]  # fmt: skip
 
 
-def test_without_a_fusion_within_the_gap_the_least_bad_one_is_chosen(caplog):
+def test_a_few_logged_queries_are_pooled_and_a_source_below_the_minimum_does_not_bind():
+    # 3 logged queries (below min_queries 30) and 40 generated ones: pooled,
+    # the lexical-heavy fusion gains 3 logged queries and loses 40 generated
+    # ones; the balanced one gains the 3 without a loss, which is not
+    # significant on 43 queries.
+    lanes, qrels = _sets(logged=3, generated=40)
+
     choice = fusion.choose(
-        LANES, QRELS, [LEXICAL_HEAVY],
-        metric="ndcg@1", objective="log", max_lane_gap=0.005,
+        lanes, qrels, [DENSE_HEAVY, LEXICAL_HEAVY, BALANCED],
+        metric="ndcg@1", max_lane_gap=0.005, evidence=EVIDENCE,
     )  # fmt: skip
 
-    assert choice["options"] == LEXICAL_HEAVY.model_dump()
-    assert (choice["feasible"], choice["lane_margin"]) == (False, -1.0)
-    assert "No fusion keeps hybrid search within 0.005" in caplog.text
+    assert choice["options"] == DENSE_HEAVY.model_dump()
+    assert (choice["moved"], choice["objective"]) == (False, "log+generated")
+    assert choice["cross_validation"]["queries"] == 43
+    assert choice["cross_validation"]["gain"] == pytest.approx(3 / 43)
+    assert not choice["cross_validation"]["significant"]
+    assert choice["reason"].startswith(
+        "only 3 log validation queries (fewer than min_queries 30): pooled the "
+        "sources (3 log, 40 generated); the default stays"
+    )
+
+
+def test_without_enough_validation_queries_the_default_stays():
+    lanes, qrels = _sets(logged=6, generated=10)
+
+    choice = fusion.choose(
+        lanes, qrels, [DENSE_HEAVY, BALANCED],
+        metric="ndcg@1", max_lane_gap=0.005, evidence=EVIDENCE,
+    )  # fmt: skip
+
+    assert choice["options"] == DENSE_HEAVY.model_dump()
+    assert (choice["moved"], choice["objective"]) == (False, None)
+    assert choice["reason"] == (
+        "the default stays: only 6 log validation queries (fewer than "
+        "min_queries 30), 16 in all (fewer than min_queries 30)"
+    )
 
 
 def test_candidates_are_the_default_then_the_grid():

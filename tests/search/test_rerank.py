@@ -67,37 +67,65 @@ VALIDATION = pd.DataFrame(
         "source": ["log", "log", "generated"],
     }
 )
+# 20 logged queries like v1 and 20 like v2: enough to judge (min_queries 30).
+MANY = pd.DataFrame(
+    {
+        "query_id": [f"v{i}" for i in range(40)],
+        "query": ["q one", "q two"] * 20,
+        "product_id": ["B", "E"] * 20,
+        "source": "log",
+    }
+)
 PARAMS = {
     "top_n": 3, "text_columns": ["title"], "weight": None,
-    "tuning": {"metric": "ndcg@10", "grid": [1, 0.5, 0]},
+    "tuning": {"metric": "ndcg@10", "grid": [1, 0.5, 0], "default": 0.0,
+               "min_queries": 30, "folds": 5},
 }  # fmt: skip
 SEARCH_OPTIONS = {"model": "m", "options": {}}
 
 
-def _tune(base_model, params=PARAMS, history=None, table=None):
+def _tune(base_model, params=PARAMS, history=None, table=None, queries=VALIDATION):
     return tune_reranker(
         table=table or FixedTable(), model=base_model, reranker=FixedScorer(),
         reranker_history=history or {"trained": True},
-        search_options=SEARCH_OPTIONS, validation_queries=VALIDATION,
-        reranker_params=params, params={"batch_size": 8},
+        search_options=SEARCH_OPTIONS, validation_queries=queries,
+        reranker_params=params, params={"batch_size": 8, "bootstrap_samples": 500},
     )  # fmt: skip
 
 
-def test_the_weight_is_the_best_on_the_logged_validation_queries(base_model):
+def test_a_weight_that_wins_on_enough_logged_queries_replaces_the_default(
+    base_model,
+):
     table = FixedTable()
 
-    tuned = _tune(base_model, table=table)
+    tuned = _tune(base_model, table=table, queries=MANY)
 
-    # v1: B is second by retrieval and by the reranker (which puts C first),
-    # first blended; v2: E is second by retrieval, first by the reranker, and
-    # ties D blended. 0.5 and 1 tie: the smaller weight wins.
+    # "q one": B is second by retrieval and by the reranker (which puts C
+    # first), first blended at 0.5; "q two": E is second by retrieval, first
+    # by the reranker, and ties D blended. 0.5 and 1 tie: the smaller weight
+    # wins.
     assert tuned["validation"] == pytest.approx(
         {"0.0": TWO_RANK, "0.5": (1 + TWO_RANK) / 2, "1.0": (1 + TWO_RANK) / 2}
     )
     assert (tuned["weight"], tuned["tuned"]) == (0.5, True)
+    assert tuned["cross_validation"]["significant"]
+    assert tuned["reason"].startswith("40 log validation queries; tuning beat")
     assert tuned["model"] == "rerankers/fixed@v1"
-    assert tuned["queries"] == {"source": "log", "count": 2}
-    assert table.calls == [("q one", 3, "hybrid"), ("q two", 3, "hybrid")]
+    assert tuned["queries"] == {"sources": ["log"], "count": 40}
+    assert table.calls == [("q one", 3, "hybrid"), ("q two", 3, "hybrid")] * 20
+
+
+def test_on_a_few_validation_queries_the_weight_stays_at_its_default(base_model):
+    table = FixedTable()
+
+    tuned = _tune(base_model, table=table)
+
+    assert (tuned["weight"], tuned["tuned"]) == (0.0, False)
+    assert tuned["reason"] == (
+        "the default stays: only 2 log validation queries (fewer than min_queries "
+        "30), 3 in all (fewer than min_queries 30)"
+    )
+    assert table.calls == []
 
 
 def test_a_set_weight_or_no_reranker_is_not_tuned(base_model):
@@ -107,5 +135,5 @@ def test_a_set_weight_or_no_reranker_is_not_tuned(base_model):
 
     untrained = _tune(base_model, history={"trained": False})
     assert (untrained["model"], untrained["weight"], untrained["tuned"]) == (
-        None, 1.0, False,
+        None, 0.0, False,
     )  # fmt: skip

@@ -150,3 +150,41 @@ def test_the_reranker_runs_with_onnx_runtime_where_the_export_carries_it(
     assert "carries no export of the table's reranker" in caplog.text
     assert served_reranker(info, None).backend == "torch"
     assert served_reranker({"reranker": {}}, model_export) is None
+
+
+def test_the_variant_the_evaluation_checked_serves_unless_a_setting_names_one(
+    tmp_path, reranker_base, caplog
+):
+    model = copy.deepcopy(reranker_base)
+    path = str(tmp_path / "reranker")
+    CrossEncoderModelDataset(model_name_or_path=path).save(model)
+    shipped = {"model": path, "top_n": 5, "text_columns": ["title"], "weight": 0.4}
+    both = SimpleNamespace(reranker=export_onnx(model, path, int8=True))
+    fp32_only = SimpleNamespace(reranker=export_onnx(model, path, int8=False))
+
+    def backend(variant, export=both, **settings):
+        info = {"reranker": shipped | {"variant": variant}}
+        return served_reranker(info, export, ServiceSettings(**settings)).backend
+
+    # The deployment records int8 where its NDCG@10 was within the tolerance.
+    assert backend("int8") == "onnx-int8"
+    assert backend("fp32") == "onnx"
+    assert backend("int8", rerank_variant="fp32") == "onnx"
+    assert backend("fp32", rerank_variant="int8") == "onnx-int8"
+    assert backend("int8", export=fp32_only) == "onnx"
+    assert "has no int8 graph" in caplog.text
+
+
+def test_a_reranker_of_weight_0_is_not_loaded():
+    # Its path does not exist: loading it would fail and say so.
+    shipped = {"model": "/nowhere/reranker", "top_n": 50, "text_columns": ["title"],
+               "weight": 0.0}  # fmt: skip
+
+    assert served_reranker({"reranker": shipped}) is None
+    assert served_reranker({"reranker": {"reason": "Not deployed: worse."}}) is None
+    assert ServiceSettings(rerank_weight=0).reranker(RERANKER_OF_WEIGHT) is None
+
+
+RERANKER_OF_WEIGHT = Reranker(
+    model=None, model_id="r", top_n=5, columns=("title",), weight=0.5
+)

@@ -252,6 +252,7 @@ def test_health_shows_model_and_table_version(client, deployed_table):
         "model_matches_table": True,
         "search_options": SearchOptions().model_dump(),
         "reranker": None,
+        "reranker_reason": None,
         "promotion": None,
         "api_key_required": False,
         "detail": None,

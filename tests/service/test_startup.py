@@ -3,6 +3,7 @@ it loads on start-up and releases on shutdown, SIGTERM included."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,23 +21,27 @@ import psutil
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from kedro.io import DataCatalog
 from kedro.io.core import Version
 from pydantic import ValidationError
 
 from product_search.datasets import CrossEncoderModelDataset
 from product_search.search.table import SearchOptions, SearchTable
+from product_search.service import project
 from product_search.service.__main__ import main
 from product_search.service.deps import Served
 from product_search.service.main import create_app
 from product_search.service.project import (
     project_catalog,
     search_defaults,
+    serve_project,
     served_model_and_table,
     served_reranker,
 )
 from product_search.service.server import HTTP_PROTOCOL
 from product_search.service.settings import ServiceSettings
-from tests.service.conftest import LIMITS
+from tests import pg
+from tests.service.conftest import LIMITS, serving
 from tests.service.test_http import assert_embeddings_of_texts, embed_on_one_connection
 
 PROJECT = Path(__file__).parents[2]
@@ -310,3 +315,38 @@ def test_two_workers_serve_and_stop_with_the_embedded_database(untrained, base_m
     assert log.count("Application shutdown complete") == 2, log
     assert json.loads((pgdata / ".handle_pids.json").read_text()) == []
     assert not (pgdata / "postmaster.pid").exists()
+
+
+@pytest.mark.parametrize(
+    ("shipped", "reason"),
+    [
+        (
+            {"reason": "Not deployed: Its weight against the hybrid score is 0."},
+            "Not deployed: Its weight against the hybrid score is 0.",
+        ),
+        # A reranker recorded with weight 0, whose model is gone: not loaded.
+        (
+            {"model": "/nowhere/reranker", "top_n": 50, "text_columns": ["title"],
+             "weight": 0.0},
+            "The table's reranker weighs 0 against the hybrid score.",
+        ),
+    ],
+)  # fmt: skip
+def test_without_a_reranker_health_says_reranker_null_and_why(
+    product_index, shipped, reason, caplog, monkeypatch
+):
+    # Leaving the embedded server would stop the one every test shares.
+    monkeypatch.setattr(project, "leave_embedded_server", lambda url: None)
+    for make in pg.dataset_factory(dimension=384):
+        dataset = make()
+        dataset.save(dataclasses.replace(product_index, reranker=shipped))
+        catalog = DataCatalog({"product_embeddings": dataset})
+
+        with serve_project(ServiceSettings(backend="torch"), catalog) as served:
+            with TestClient(serving(served)) as client:
+                body = client.get("/health").json()
+
+        assert (served.reranker, served.reranker_reason) == (None, reason)
+        assert (body["reranker"], body["reranker_reason"]) == (None, reason)
+        assert body["table"]["reranker"] == shipped
+        assert "Cannot load" not in caplog.text

@@ -15,6 +15,7 @@ order (score, then product id), which a test holds equal to the SQL's.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from product_search import metrics as m
+from product_search.search import tuning
 from product_search.search.table import Hit, SearchOptions, SearchTable
 
 logger = logging.getLogger(__name__)
@@ -90,11 +92,6 @@ def _as_run(ranked: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
     }
 
 
-def _mean(qrels: Mapping, ranked: Mapping[str, Sequence[str]], metric: str) -> float:
-    values = m.graded_metrics(qrels, _as_run(ranked), [metric])[metric]
-    return float(np.mean(list(values.values())))
-
-
 def candidates(default: SearchOptions, grid: Mapping[str, Any]) -> list[SearchOptions]:
     """``default`` and every fusion of the grid: ``fusion`` x ``rrf_k`` (RRF
     only) x ``dense_weight`` (the lexical lane weighs ``1 - dense_weight``)."""
@@ -117,26 +114,38 @@ def candidates(default: SearchOptions, grid: Mapping[str, Any]) -> list[SearchOp
     return unique
 
 
+def _per_query(
+    qrels: Mapping, ranked: Mapping[str, Sequence[str]], metric: str
+) -> dict[str, float]:
+    values = m.graded_metrics(qrels, _as_run(ranked), [metric])[metric]
+    return {qid: float(values.get(qid, 0.0)) for qid in ranked}
+
+
 def choose(
     query_lanes: Mapping[str, Mapping[str, Lanes]],
     qrels: Mapping[str, Mapping[str, Mapping[str, int]]],
     options: Sequence[SearchOptions],
     *,
     metric: str,
-    objective: str,
     max_lane_gap: float,
+    evidence: tuning.Evidence,
+    preferred: str = "log",
 ) -> dict[str, Any]:
-    """The fusion among ``options`` with the best ``metric`` on the
-    ``objective`` query set, among those within ``max_lane_gap`` of the better
-    lane on every set; when none is, the one that falls least below it.
+    """``options[0]`` (the project's default fusion), or the fusion of
+    ``options`` with the best ``metric`` when choosing it beats the default by
+    more than chance (:func:`product_search.search.tuning.choose`) on the
+    judging queries: the ``preferred`` source's (the search log) when it has
+    ``evidence.min_queries``, else every source's pooled. A candidate must
+    also keep hybrid within ``max_lane_gap`` of its better lane on each
+    source with ``evidence.min_queries`` queries.
 
-    ``query_lanes`` and ``qrels`` map a set's name (e.g. ``log``) to its
-    queries. Returns the choice, each set's lane and chosen values, and every
-    candidate's values."""
+    ``query_lanes`` and ``qrels`` map a source's name (e.g. ``log``) to its
+    queries. Returns the choice and why, each source's lane and chosen values,
+    and every candidate's values."""
     k = m.parse_metric(metric)[1]
     lane_values = {
         name: {
-            lane: _mean(
+            lane: _per_query(
                 qrels[name],
                 {
                     qid: [hit.product_id for hit in getattr(found, lane)[:k]]
@@ -148,40 +157,68 @@ def choose(
         }
         for name, sets in query_lanes.items()
     }
-    scored = []
-    for option in options:
-        values = {
-            name: _mean(
+    values = [
+        {
+            name: _per_query(
                 qrels[name],
                 {qid: fuse(found, option, k) for qid, found in sets.items()},
                 metric,
             )
             for name, sets in query_lanes.items()
         }
-        margin = min(values[name] - max(lane_values[name].values()) for name in values)
-        scored.append((option, values, margin))
-    feasible = [s for s in scored if s[2] >= -max_lane_gap]
-    if feasible:
-        best = max(feasible, key=lambda s: s[1][objective])
+        for option in options
+    ]
+    counts = {name: len(sets) for name, sets in query_lanes.items()}
+    judges, judged_by = tuning.judging_sources(counts, preferred, evidence.min_queries)
+    sure = [name for name, n in counts.items() if n >= evidence.min_queries]
+
+    def mean(per_query: Mapping[str, float]) -> float:
+        return float(np.mean(list(per_query.values()))) if per_query else 0.0
+
+    def margin(i: int) -> float:
+        """Hybrid minus its better lane on the worst source measured surely."""
+        return min(
+            (
+                mean(values[i][name]) - max(map(mean, lane_values[name].values()))
+                for name in sure
+            ),
+            default=0.0,
+        )
+
+    allowed = [i for i in range(len(options)) if margin(i) >= -max_lane_gap]
+    result: dict[str, Any] = {"metric": metric, "judged_by": judged_by}
+    if judges:
+        pooled = [
+            {f"{name}:{qid}": v for name in judges for qid, v in per[name].items()}
+            for per in values
+        ]
+        decided = tuning.choose(dict(enumerate(pooled)), 0, allowed, evidence)
+        chosen = decided["choice"]
+        result |= {
+            "objective": "+".join(judges),
+            "moved": decided["moved"],
+            "cross_validation": decided["cross_validation"],
+            "evidence": decided["evidence"],
+            "reason": f"{judged_by}; "
+            + tuning.explain(decided["cross_validation"], decided["moved"]),
+        }
     else:
-        best = max(scored, key=lambda s: s[2])
-        logger.warning(
-            "No fusion keeps hybrid search within %.3f of its better lane on every "
-            "validation set; chose the one that falls least below it (%.4f).",
-            max_lane_gap, best[2],
-        )  # fmt: skip
-    option, values, margin = best
-    return {
+        chosen = 0
+        result |= {
+            "objective": None,
+            "moved": False,
+            "evidence": dataclasses.asdict(evidence),
+            "reason": f"the default stays: {judged_by}",
+        }
+    option = options[chosen]
+    return result | {
         "options": option.model_dump(),
-        "metric": metric,
-        "objective": objective,
-        "feasible": bool(feasible),
-        "lane_margin": margin,
+        "lane_margin": margin(chosen),
         "validation": {
             name: {
-                "queries": len(query_lanes[name]),
-                **lane_values[name],
-                "hybrid": values[name],
+                "queries": counts[name],
+                **{lane: mean(v) for lane, v in lane_values[name].items()},
+                "hybrid": mean(values[chosen][name]),
             }
             for name in query_lanes
         },
@@ -190,8 +227,8 @@ def choose(
                 "options": o.model_dump(
                     include={"fusion", "rrf_k", "dense_weight", "lexical_weight"}
                 ),
-                **v,
+                **{name: mean(v) for name, v in values[i].items()},
             }  # fmt: skip
-            for o, v, _ in scored
+            for i, o in enumerate(options)
         ],
     }

@@ -25,7 +25,8 @@ class Served:
     project; tests give their own with ``app.dependency_overrides[get_served]``.
 
     ``promotion`` reads the promotion gate's last decision for /health;
-    ``reranker``, when given, reorders the top hits of /search.
+    ``reranker``, when given, reorders the top hits of /search;
+    ``reranker_reason`` says why there is none.
 
     The review page (``GET /``) compares, where given: ``base_encoder`` over
     ``base_table`` (the base model and its vectors, the evaluation's
@@ -38,6 +39,7 @@ class Served:
     table: SearchTable
     search_options: SearchOptions = field(default_factory=SearchOptions)
     reranker: Reranker | None = None
+    reranker_reason: str | None = None
     promotion: Callable[[], dict[str, Any] | None] = lambda: None
     base_encoder: Encoder | None = None
     base_table: SearchTable | None = None

@@ -52,12 +52,14 @@ def serve_project(
             max_queue_texts=settings.max_queue_texts,
         )
         _report_table(encoder, table)
+        reranker = settings.reranker(served_reranker(info, export, settings))
         base_model, base_table = review_base(catalog, encoder.model_id)
         yield Served(
             encoder=encoder,
             table=table,
             search_options=settings.search_options(search_defaults(catalog, info)),
-            reranker=settings.reranker(served_reranker(info, export, settings)),
+            reranker=reranker,
+            reranker_reason=None if reranker else no_reranker_reason(info, settings),
             promotion=functools.partial(promotion_decision, catalog),
             base_encoder=None
             if base_model is None
@@ -185,13 +187,23 @@ def served_reranker(
     shipped, or it cannot be loaded: /search then serves hybrid results). It
     runs with ONNX Runtime where the deployment's ONNX ``export`` carries it
     (``settings`` choose the variant and threads), else in PyTorch."""
-    shipped = (info or {}).get("reranker")
-    if not shipped:
+    shipped = (info or {}).get("reranker") or {}
+    if not shipped.get("model") or not shipped.get("weight", 1.0):
         return None
     onnx = export.reranker if export is not None else None
     if onnx is not None and onnx.model_id == shipped["model"]:
         settings = settings or ServiceSettings()
-        model = OnnxReranker(onnx, settings.onnx_variant, settings.threads)
+        variant = (
+            settings.rerank_variant or shipped.get("variant") or settings.onnx_variant
+        )
+        if variant not in onnx.graphs:
+            logger.warning(
+                "The ONNX export of the reranker %s has no %s graph; it reranks "
+                "with %s. Rerun the deployment pipeline.",
+                shipped["model"], variant, "fp32",
+            )  # fmt: skip
+            variant = "fp32"
+        model = OnnxReranker(onnx, variant, settings.threads)
     else:
         if export is not None:
             logger.warning(
@@ -214,6 +226,20 @@ def served_reranker(
         columns=tuple(shipped["text_columns"]),
         weight=float(shipped.get("weight", 1.0)),
     )
+
+
+def no_reranker_reason(info: dict[str, Any] | None, settings: ServiceSettings) -> str:
+    """Why /search does not rerank, for /health."""
+    shipped = (info or {}).get("reranker") or {}
+    if not shipped.get("model"):
+        return shipped.get("reason") or "The table version shipped no reranker."
+    if not shipped.get("weight", 1.0):
+        return "The table's reranker weighs 0 against the hybrid score."
+    if settings.rerank_top_n == 0:
+        return "SEARCH_RERANK_TOP_N=0 turns reranking off."
+    if settings.rerank_weight == 0:
+        return "SEARCH_RERANK_WEIGHT=0 turns reranking off."
+    return f"The reranker {shipped['model']} could not be loaded (see the log)."
 
 
 def review_base(

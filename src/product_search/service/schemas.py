@@ -213,8 +213,13 @@ class HealthResponse(BaseModel):
     )
     reranker: dict[str, Any] | None = Field(
         None,
-        description="The reranker /search uses (model, top_n, text_columns, and the "
-        "backend that runs it: torch, onnx or onnx-int8), or null.",
+        description="The reranker /search uses (model, top_n, text_columns, weight, "
+        "and the backend that runs it: torch, onnx (fp32) or onnx-int8), or null.",
+    )
+    reranker_reason: str | None = Field(
+        None,
+        description="Why /search does not rerank (e.g. the tuned weight is 0, or "
+        "the evaluation found that the reranker lowers relevance), when it does not.",
     )
     search_options: SearchOptions = Field(
         description="How /search fuses its lanes: the table's tuned fusion, with "

@@ -66,6 +66,9 @@ class ServiceSettings(BaseSettings):
     # the weight the evaluation tuned and the deployment recorded); 1 orders
     # by the reranker alone.
     rerank_weight: float | None = Field(None, ge=0, le=1)
+    # The reranker's ONNX graph (unset: the one the deployment recorded, int8
+    # when the evaluation found it within reranker.serving.max_int8_loss).
+    rerank_variant: Literal["fp32", "int8"] | None = None
     # Texts per model.encode call when concurrent requests are encoded together.
     max_batch_texts: int = Field(64, ge=1)
     # How long an idle batcher waits for more requests before it encodes. 0
@@ -105,8 +108,9 @@ class ServiceSettings(BaseSettings):
 
     def reranker(self, shipped: Reranker | None) -> Reranker | None:
         """The table's reranker with ``rerank_top_n`` and ``rerank_weight`` in
-        place of its own; None without one, or with ``rerank_top_n`` 0."""
-        if shipped is None or self.rerank_top_n == 0:
+        place of its own; None without one, or with ``rerank_top_n`` or
+        ``rerank_weight`` 0 (it would not change the order)."""
+        if shipped is None or self.rerank_top_n == 0 or self.rerank_weight == 0:
             return None
         given = {
             name: value

@@ -106,13 +106,23 @@ RERANKER = {
 def test_only_a_reranker_that_does_no_harm_is_released(caplog):
     assert reranker_release({"search_modes": {"reranker": RERANKER}}) == {
         "model": RERANKER["model"], "top_n": 50, "text_columns": ["title", "brand"],
-        "weight": 0.4,
+        "weight": 0.4, "variant": "fp32",
     }  # fmt: skip
+    # The evaluation's int8 check chose the variant (and, for fp32, fewer hits).
+    checked = RERANKER | {"variant": {"serve": "int8", "top_n": 50}}
+    assert reranker_release({"search_modes": {"reranker": checked}})["variant"] == (
+        "int8"
+    )
+    slow = RERANKER | {"variant": {"serve": "fp32", "top_n": 20}}
+    assert reranker_release({"search_modes": {"reranker": slow}})["top_n"] == 20
     harmful = RERANKER | {"deploy": False, "reason": "It is significantly worse."}
-    assert reranker_release({"search_modes": {"reranker": harmful}}) == {}
+    assert reranker_release({"search_modes": {"reranker": harmful}}) == {
+        "reason": "Not deployed: It is significantly worse."
+    }
     assert "not deployed: It is significantly worse." in caplog.text
-    assert reranker_release({"search_modes": {}}) == {}
-    assert reranker_release({}) == {}
+    assert reranker_release({"search_modes": {}}) == {
+        "reason": "No reranker was trained (reranker.enabled: false)."
+    }
 
 
 # A fusion the evaluation tuned for the model.

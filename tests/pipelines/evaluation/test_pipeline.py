@@ -322,10 +322,17 @@ def test_judged_queries_add_a_real_query_section(
     assert np.isfinite(real["metrics"]["ndcg@10"]["baseline"])
 
 
-def test_a_trained_reranker_adds_a_reranked_row_and_a_verdict(
-    inputs, judged_queries, relevance_judgments
+@pytest.mark.parametrize(
+    ("max_int8_loss", "serve", "top_n"), [(1.0, "int8", 4), (-1.0, "fp32", 2)]
+)
+def test_a_trained_reranker_adds_a_reranked_row_a_verdict_and_its_variant(  # noqa: PLR0917
+    inputs, judged_queries, relevance_judgments, max_int8_loss, serve, top_n
 ):
     inputs["reranker_history"] = MemoryDataset({"trained": True})
+    params = inputs["params:reranker"].load()
+    inputs["params:reranker"] = MemoryDataset(params | {
+        "weight": 0.5, "serving": {"max_int8_loss": max_int8_loss, "fp32_top_n": 2},
+    })  # fmt: skip
     catalog = _run(inputs, judged_queries, relevance_judgments)
 
     modes = catalog.load("metrics")["search_modes"]
@@ -333,12 +340,7 @@ def test_a_trained_reranker_adds_a_reranked_row_and_a_verdict(
         assert list(modes[set_name])[-1] == "hybrid_rerank_fine_tuned"
     verdict = modes["reranker"]
     tuned = catalog.load("reranker_options")
-    # Its weight, chosen on the two validation queries, goes with the verdict.
-    assert tuned["tuned"] and tuned["queries"] == {"source": "generated", "count": 2}
-    assert list(tuned["validation"]) == ["0.0", "0.5", "1.0"]
-    assert tuned["validation"][str(tuned["weight"])] == max(
-        tuned["validation"].values()
-    )
+    assert (tuned["weight"], tuned["tuned"]) == (0.5, False)
     assert (verdict["model"], verdict["top_n"], verdict["text_columns"]) == (
         "sentence-transformers/all-MiniLM-L6-v2", 4, ["title"],
     )  # fmt: skip
@@ -353,6 +355,12 @@ def test_a_trained_reranker_adds_a_reranked_row_and_a_verdict(
     assert verdict["deploy"] == (not (verdict["significant"] and verdict["delta"] < 0))
     assert verdict["reason"].startswith("Hybrid search reranked is ")
     assert "hybrid search alone (ndcg@10" in verdict["reason"]
+    # Its int8 graph scored on the same queries: within the loss, it serves.
+    variant = verdict["variant"]
+    assert variant["fp32"] == real["hybrid_rerank_fine_tuned"]["ndcg@10"]
+    assert variant["int8_change"] == pytest.approx(variant["int8"] - variant["fp32"])
+    assert (variant["serve"], variant["top_n"]) == (serve, top_n)
+    assert abs(variant["int8_change"]) < 0.2
     report = catalog.load("evaluation_report")
     assert "| Hybrid + rerank, fine-tuned model |" in report
     assert (
@@ -360,3 +368,29 @@ def test_a_trained_reranker_adds_a_reranked_row_and_a_verdict(
         f"reranks the top 4 hybrid hits, its score weighing {tuned['weight']:g} "
         f"against the hybrid score's {1 - tuned['weight']:g})" in report
     )
+    assert f"the service runs **{serve}** over the top {top_n} hits" in report
+
+
+def test_a_reranker_tuned_to_weight_0_is_neither_run_nor_shipped(
+    inputs, judged_queries, relevance_judgments
+):
+    # Two validation queries are too few to leave the default weight, 0.
+    inputs["reranker_history"] = MemoryDataset({"trained": True})
+    catalog = _run(inputs, judged_queries, relevance_judgments)
+
+    modes = catalog.load("metrics")["search_modes"]
+    tuned = catalog.load("reranker_options")
+    assert (tuned["weight"], tuned["tuned"]) == (0.0, False)
+    assert tuned["reason"].startswith("the default stays: no log validation queries")
+    for set_name in ("test_queries", "real_queries"):
+        assert "hybrid_rerank_fine_tuned" not in modes[set_name]
+    verdict = modes["reranker"]
+    assert (verdict["deploy"], verdict["weight"]) == (False, 0.0)
+    assert verdict["reason"].startswith(
+        "Its weight against the hybrid score is 0 (the default stays"
+    )
+    assert "It is not deployed, nor loaded" in catalog.load("evaluation_report")
+    # What /search serves without it is checked against its lanes.
+    check = modes["lane_check"]
+    assert (check["queries"], check["served"]) == ("real_queries", "hybrid_fine_tuned")
+    assert set(check["comparisons"]) == {"dense", "lexical"}

@@ -122,16 +122,22 @@ def promoted_model(
 def reranker_release(metrics: dict[str, Any]) -> dict[str, Any]:
     """The reranker the deployment ships with the table (its model id, how
     many hits it reranks, the columns it reads, its weight against the hybrid
-    score), or ``{}``: none was trained,
-    or the evaluation found that it lowers relevance."""
+    score, and the ONNX variant that serves it), or, when none ships, only
+    the ``reason``: none was trained, its tuned weight is 0, or the
+    evaluation found that it lowers relevance."""
     verdict = (metrics.get("search_modes") or {}).get("reranker")
     if not verdict:
-        return {}
+        return {"reason": "No reranker was trained (reranker.enabled: false)."}
     if not verdict["deploy"]:
         logger.warning("The reranker is not deployed: %s", verdict["reason"])
-        return {}
+        return {"reason": f"Not deployed: {verdict['reason']}"}
     shipped = {key: verdict[key] for key in ("model", "top_n", "text_columns")}
-    return shipped | {"weight": verdict.get("weight", 1.0)}
+    variant = verdict.get("variant") or {}
+    return shipped | {
+        "weight": verdict.get("weight", 1.0),
+        "variant": variant.get("serve", "fp32"),
+        "top_n": int(variant.get("top_n", shipped["top_n"])),
+    }
 
 
 def export_served_model(
@@ -141,19 +147,26 @@ def export_served_model(
 ) -> OnnxExport:
     """The deployed model exported to ONNX for the service's ONNX Runtime
     backend (fp32, and int8 with ``onnx.int8``), with the reranker that ships
-    with it (``release``, see :func:`reranker_release`) exported beside it."""
+    with it (``release``, see :func:`reranker_release`) exported beside it,
+    its int8 graph too where that variant serves."""
     int8, opset = bool(onnx.get("int8")), int(onnx["opset"])
     export = export_onnx(model, model_id(model), int8=int8, opset=opset)
-    if release:
-        reranker = load_model_by_id(release["model"], cross_encoder=True)
+    shipped = (release or {}).get("model")
+    if shipped:
+        reranker = load_model_by_id(shipped, cross_encoder=True)
         export = dataclasses.replace(
             export,
-            reranker=export_onnx(reranker, release["model"], int8=int8, opset=opset),
+            reranker=export_onnx(
+                reranker,
+                shipped,
+                opset=opset,
+                int8=int8 or release.get("variant") == "int8",
+            ),  # fmt: skip
         )
     logger.info(
         "Exported %s%s to ONNX (%s).",
         export.model_id,
-        "" if export.reranker is None else f" and its reranker {release['model']}",
+        "" if export.reranker is None else f" and its reranker {shipped}",
         ", ".join(export.graphs),
     )
     return export

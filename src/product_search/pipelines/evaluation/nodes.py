@@ -4,6 +4,7 @@ compared with a paired test, a report and a chart."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from typing import Any
@@ -19,7 +20,7 @@ from product_search.datasets import model_id
 from product_search.errors import UserError
 from product_search.search import fusion
 from product_search.search.index import unit_vectors
-from product_search.search.onnx import OnnxEncoder, export_onnx
+from product_search.search.onnx import OnnxEncoder, OnnxReranker, export_onnx
 from product_search.search.rerank import (
     Reranker,
     blended_order,
@@ -27,6 +28,9 @@ from product_search.search.rerank import (
     reranked_search,
 )
 from product_search.search.table import Mode, SearchOptions, SearchTable
+from product_search.search.tuning import Evidence, judging_sources
+from product_search.search.tuning import choose as choose_on_evidence
+from product_search.search.tuning import explain as explain_choice
 
 from .report import fusion_label, plot_metrics_chart, render_report
 
@@ -596,14 +600,15 @@ def tune_search_options(
     validation_queries: pd.DataFrame,
     search_params: dict[str, Any],
     params: dict[str, Any],
+    *,
+    promotion: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The fusion hybrid search uses with ``model``, chosen on the validation
-    queries (held out of its training) through its search table: the best
-    ``search.tuning.metric`` on the logged queries (the generated ones when
-    there are none), among the fusions that keep hybrid within
-    ``max_lane_gap`` of its better lane on each source. ``options`` of the
-    result is what the deployment records and ``/search`` uses; without
-    validation queries, or with tuning off, the project's ``search.options``."""
+    queries (held out of its training) through its search table: the
+    project's ``search.options``, unless a fusion of ``search.tuning.grid``
+    beats it there by more than chance (see :func:`fusion.choose`, with the
+    promotion gate's p-value). ``options`` of the result is what the
+    deployment records and ``/search`` uses; ``reason`` says why."""
     default = SearchOptions(**search_params["options"])
     tuning = search_params.get("tuning") or {}
     result = {"model": model_id(model), "options": default.model_dump()}
@@ -633,18 +638,18 @@ def tune_search_options(
         qrels,
         fusion.candidates(default, tuning["grid"]),
         metric=tuning["metric"],
-        objective="log" if "log" in query_lanes else "generated",
         max_lane_gap=float(tuning["max_lane_gap"]),
+        evidence=Evidence.from_params(tuning, promotion, params),
     )
     logger.info(
-        "Hybrid search with %s fuses by %s: %s on validation queries.",
-        result["model"], fusion_label(choice["options"]),
+        "Hybrid search with %s fuses by %s (%s): %s on validation queries.",
+        result["model"], fusion_label(choice["options"]), choice["reason"],
         ", ".join(
             f"{name} {v['hybrid']:.4f} (dense {v['dense']:.4f}, lexical "
             f"{v['lexical']:.4f})" for name, v in choice["validation"].items()
         ),
     )  # fmt: skip
-    return result | choice | {"tuned": True}
+    return result | choice | {"tuned": choice["moved"]}
 
 
 def tune_reranker(
@@ -657,35 +662,56 @@ def tune_reranker(
     validation_queries: pd.DataFrame,
     reranker_params: dict[str, Any],
     params: dict[str, Any],
+    promotion: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """How much the trained reranker's score weighs against the hybrid score
     in the order it serves (see :func:`product_search.search.rerank.blended_order`):
-    ``reranker.weight`` when set, else the weight of ``reranker.tuning.grid``
-    with the best ``reranker.tuning.metric`` on the validation queries (the
-    logged ones when there are some), held out of every training. Each query's
-    top ``top_n`` hybrid hits, with the fusion tuned for ``model``, are scored
-    once; ties go to the smaller weight, the one nearer the retrieval order."""
+    ``reranker.weight`` when set; else ``reranker.tuning.default`` (0: the
+    reranker is not used), unless a weight of ``reranker.tuning.grid`` beats it
+    on the validation queries by more than chance (the rule of
+    :mod:`product_search.search.tuning`, with the promotion gate's p-value).
+    Each judging query's top ``top_n`` hybrid hits, with the fusion tuned for
+    ``model``, are scored once; at most ``tuning.max_queries`` of them."""
     if not (reranker_history or {}).get("trained"):
-        return {"model": None, "weight": 1.0, "tuned": False, "reason": "no reranker"}
+        return {"model": None, "weight": 0.0, "tuned": False, "reason": "no reranker"}
     result = {"model": model_id(reranker)}
     tuning = reranker_params.get("tuning") or {}
+    default = float(tuning.get("default", 0.0))
     fixed = reranker_params.get("weight")
     _require_columns(
         validation_queries, "validation_queries",
         ["query_id", "query", "product_id", "source"],
     )  # fmt: skip
+    evidence = Evidence.from_params(tuning, promotion, params)
+    sets = _validation_sets(validation_queries)
+    judges, judged_by = judging_sources(
+        {source: len(texts) for source, (texts, _) in sets.items()},
+        "log", evidence.min_queries,
+    )  # fmt: skip
     why = (
         f"reranker.weight is set to {fixed}" if fixed is not None
-        else "there are no validation queries" if validation_queries.empty
+        else f"the default stays: {judged_by}" if not judges
         else None
     )  # fmt: skip
     if why:
-        weight = 1.0 if fixed is None else float(fixed)
+        weight = default if fixed is None else float(fixed)
         logger.info("The reranker's weight is %s: %s.", weight, why)
         return result | {"weight": weight, "tuned": False, "reason": why}
-    sets = _validation_sets(validation_queries)
-    source = "log" if "log" in sets else "generated"
-    texts, qrels = sets[source]
+    texts = {
+        f"{source}:{qid}": text
+        for source in judges
+        for qid, text in sets[source][0].items()
+    }
+    qrels = {
+        f"{source}:{qid}": judged
+        for source in judges
+        for qid, judged in sets[source][1].items()
+    }
+    cap = tuning.get("max_queries")
+    if cap and len(texts) > int(cap):
+        rng = np.random.default_rng(evidence.seed)
+        keep = set(rng.permutation(sorted(texts))[: int(cap)])
+        texts = {qid: text for qid, text in texts.items() if qid in keep}
     options = SearchOptions(**search_options["options"])
     vectors = unit_vectors(model, list(texts.values()), params["batch_size"])
     top_n, columns = (
@@ -698,8 +724,9 @@ def tune_reranker(
         scored.append((qid, hits, rerank_scores(reranker, text, hits, columns)))
     metric = tuning.get("metric", "ndcg@10")
     k = m.parse_metric(metric)[1]
+    qrels = {qid: qrels[qid] for qid in texts}
     values = {}
-    for weight in sorted(float(w) for w in tuning["grid"]):
+    for weight in sorted({default, *(float(w) for w in tuning["grid"])}):
         run = {
             qid: m.ranked_run(
                 [hits[i].product_id for i in blended_order(
@@ -708,21 +735,26 @@ def tune_reranker(
             )
             for qid, hits, scores in scored
         }  # fmt: skip
-        per_query = m.graded_metrics(qrels, run, [metric])[metric]
-        values[weight] = float(np.mean(list(per_query.values())))
-    best = max(values, key=lambda w: (values[w], -w))
+        values[weight] = m.graded_metrics(qrels, run, [metric])[metric]
+    decided = choose_on_evidence(values, default, sorted(values), evidence)
+    best = float(decided["choice"])
+    reason = f"{judged_by}; " + explain_choice(
+        decided["cross_validation"], decided["moved"]
+    )
+    means = {w: float(np.mean(list(v.values()))) for w, v in values.items()}
     logger.info(
         "The reranker's weight against the hybrid score: %s (%s %.4f on %d "
-        "validation %s queries; retrieval order %.4f, reranker alone %.4f).",
-        best, metric, values[best], len(scored), source,
-        values.get(0.0, float("nan")), values.get(1.0, float("nan")),
+        "validation queries; retrieval order %.4f): %s.",
+        best, metric, means[best], len(scored), means.get(0.0, float("nan")), reason,
     )  # fmt: skip
     return result | {
         "weight": best,
-        "tuned": True,
+        "tuned": decided["moved"],
+        "reason": reason,
         "metric": metric,
-        "queries": {"source": source, "count": len(scored)},
-        "validation": {str(w): v for w, v in values.items()},
+        "queries": {"sources": judges, "count": len(scored)},
+        "cross_validation": decided["cross_validation"],
+        "validation": {str(w): v for w, v in means.items()},
     }
 
 
@@ -741,6 +773,7 @@ def evaluate_search_modes(
     reranker_history: dict[str, Any] | None = None,
     reranker_params: dict[str, Any] | None = None,
     reranker_options: dict[str, Any] | None = None,
+    onnx: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Lexical, dense and hybrid search (each model, with the fusion tuned for
     it) as the service runs them, through the database, on the held-out queries
@@ -748,8 +781,10 @@ def evaluate_search_modes(
     "real_queries": ...}``. With a trained ``reranker``, also the fine-tuned
     model's hybrid search reranked, and whether the reranker ships: only when
     it does not lower the ``promotion`` metric (on the real queries when there
-    are some) by a significant amount or below its ``reranker.min_gain``."""
-    rerankers = {}
+    are some) by a significant amount or below its ``reranker.min_gain``, and
+    which of its ONNX variants serves (see :func:`_reranker_variant`). A
+    reranker whose weight is 0 is neither run nor shipped."""
+    rerankers, unused = {}, None
     if reranker is not None and (reranker_history or {}).get("trained"):
         rerankers["fine_tuned"] = Reranker(
             model=reranker,
@@ -758,6 +793,14 @@ def evaluate_search_modes(
             columns=tuple(reranker_params["text_columns"]),
             weight=_reranker_weight(reranker, reranker_options),
         )
+        if rerankers["fine_tuned"].weight == 0:
+            # Its order would be hybrid's: not worth a run, nor shipping.
+            unused = rerankers.pop("fine_tuned").describe() | {
+                "deploy": False,
+                "reason": "Its weight against the hybrid score is 0 "
+                f"({(reranker_options or {}).get('reason', 'reranker.weight')}), "
+                "so it would not change the order.",
+            }
     options = {
         "base": SearchOptions(**base_search_options["options"]),
         "fine_tuned": SearchOptions(**fine_tuned_search_options["options"]),
@@ -778,6 +821,7 @@ def evaluate_search_modes(
     if judged:
         query_sets["real_queries"] = (judged["queries"], judged["qrels"])
     rerank_per_query: dict[str, Any] = {}
+    per_query_sets: dict[str, Any] = {}
     result: dict[str, Any] = {
         "metrics": names,
         "k": k,
@@ -822,6 +866,7 @@ def evaluate_search_modes(
             for mode, metrics in per_query.items()
         }
         result[set_name] = per_mode
+        per_query_sets[set_name] = per_query
         if rerankers:
             rerank_per_query[set_name] = per_query
         logger.info(
@@ -830,11 +875,77 @@ def evaluate_search_modes(
             ", ".join(f"{mode} {v[names[0]]:.4f}" for mode, v in per_mode.items()),
         )  # fmt: skip
     if rerankers:
-        result["reranker"] = _reranker_verdict(
+        verdict = _reranker_verdict(
             rerankers["fine_tuned"], rerank_per_query, params, reranker_params,
             promotion,
         )  # fmt: skip
+        result["reranker"] = verdict | _reranker_variant(
+            rerankers["fine_tuned"], model=reranker, query_sets=query_sets,
+            table=fine_tuned_table, encoder=fine_tuned_model,
+            options=options["fine_tuned"], per_query=rerank_per_query,
+            metric=verdict["metric"], params=params,
+            reranker_params=reranker_params, onnx=onnx or {},
+        )  # fmt: skip
+    elif unused:
+        logger.info("Reranker: %s", unused["reason"])
+        result["reranker"] = unused
+    served = (
+        "hybrid_rerank_fine_tuned"
+        if (result.get("reranker") or {}).get("deploy")
+        else "hybrid_fine_tuned"
+    )
+    set_name = "real_queries" if "real_queries" in per_query_sets else "test_queries"
+    result["lane_check"] = _lane_check(
+        per_query_sets[set_name], served, names[0], set_name,
+        _statistics(params, promotion),
+    )  # fmt: skip
     return result
+
+
+def _lane_check(
+    per_query: dict[str, dict[str, dict[str, float]]],
+    served: str,
+    metric: str,
+    set_name: str,
+    statistics: dict[str, Any],
+) -> dict[str, Any]:
+    """Whether what ``/search`` serves (``served``) ranks significantly below
+    one of its own lanes with the fine-tuned model (the gate's paired rule),
+    on the real queries when there are some: a warning for the report's
+    first lines and the run's log."""
+    lanes = {"dense": "dense_fine_tuned", "lexical": "lexical"}
+    comparisons = {
+        lane: m.paired_comparison(
+            per_query[mode][metric], per_query[served][metric], **statistics
+        )
+        for lane, mode in lanes.items()
+    }
+    below = {
+        lane: c for lane, c in comparisons.items()
+        if c["significant"] and c["mean_delta"] < 0
+    }  # fmt: skip
+    check = {
+        "queries": set_name,
+        "metric": metric,
+        "served": served,
+        "below": sorted(below),
+        "comparisons": {
+            lane: {
+                key: c[key]
+                for key in ("mean_delta", "wilcoxon_p_value", "ci95_low", "ci95_high")
+            }
+            for lane, c in comparisons.items()
+        },
+    }
+    for lane, c in below.items():
+        logger.warning(
+            "/search (%s) ranks significantly below its %s lane on the %s: %s "
+            "%+.4f (Wilcoxon p = %.3g). See the evaluation report's summary.",
+            served.removesuffix("_fine_tuned").replace("_", " + "), lane,
+            set_name.replace("_", " "), metric, c["mean_delta"],
+            c["wilcoxon_p_value"],
+        )  # fmt: skip
+    return check
 
 
 def _reranker_weight(
@@ -881,3 +992,62 @@ def _reranker_verdict(
     )
     logger.info("Reranker: %s", verdict["reason"])
     return reranker.describe() | {"deploy": verdict["promote"]} | verdict
+
+
+def _reranker_variant(
+    reranker: Reranker,
+    *,
+    model: CrossEncoder,
+    query_sets: dict[str, tuple[dict[str, str], dict[str, dict[str, int]]]],
+    table: SearchTable,
+    encoder: SentenceTransformer,
+    options: SearchOptions,
+    per_query: dict[str, dict[str, dict[str, dict[str, float]]]],
+    metric: str,
+    params: dict[str, Any],
+    reranker_params: dict[str, Any],
+    onnx: dict[str, Any],
+) -> dict[str, Any]:
+    """Which graph of the reranker serves: its int8 ONNX export, several
+    times faster on CPU, when its ``promotion`` metric on the queries that
+    judged the reranker is within ``reranker.serving.max_int8_loss`` of the
+    full-precision reranker's; else fp32 over ``serving.fp32_top_n`` hits, so
+    that a request stays as fast. ``{}`` with ``onnx.evaluate`` off."""
+    serving = reranker_params.get("serving") or {}
+    if not onnx.get("evaluate", True) or not serving:
+        return {}
+    set_name = "real_queries" if "real_queries" in query_sets else "test_queries"
+    queries, qrels = query_sets[set_name]
+    export = export_onnx(
+        model, reranker.model_id, int8=True, opset=int(onnx.get("opset", 17))
+    )
+    int8 = dataclasses.replace(
+        reranker, model=OnnxReranker(export, "int8", onnx.get("threads"))
+    )
+    vectors = unit_vectors(encoder, list(queries.values()), int(params["batch_size"]))
+    run = search_run(
+        table, queries, vectors, mode="hybrid", k=m.parse_metric(metric)[1],
+        options=options, reranker=int8,
+    )  # fmt: skip
+    fp32_values = per_query[set_name]["hybrid_rerank_fine_tuned"][metric]
+    int8_values = m.graded_metrics(qrels, run, [metric])[metric]
+    fp32 = float(np.mean(list(fp32_values.values())))
+    quantised = float(np.mean(list(int8_values.values())))
+    tolerance = float(serving.get("max_int8_loss", 0.002))
+    within = quantised >= fp32 - tolerance
+    variant = {
+        "metric": metric,
+        "queries": "real queries" if set_name == "real_queries" else "test queries",
+        "fp32": fp32,
+        "int8": quantised,
+        "int8_change": quantised - fp32,
+        "max_int8_loss": tolerance,
+        "serve": "int8" if within else "fp32",
+        "top_n": reranker.top_n if within else int(serving["fp32_top_n"]),
+    }
+    logger.info(
+        "Reranker int8: %s %.4f against %.4f in full precision (%+.4f): it serves %s "
+        "over %d hits.",
+        metric, quantised, fp32, quantised - fp32, variant["serve"], variant["top_n"],
+    )  # fmt: skip
+    return {"variant": variant}

@@ -66,13 +66,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             *(
                 Node(
                     tune_search_options,
-                    inputs=[
-                        f"{model}_search_table",
-                        f"{model}_model",
-                        "validation_queries",
-                        "params:search",
-                        "params:evaluation",
-                    ],
+                    inputs={
+                        "table": f"{model}_search_table",
+                        "model": f"{model}_model",
+                        "validation_queries": "validation_queries",
+                        "search_params": "params:search",
+                        "params": "params:evaluation",
+                        "promotion": "params:promotion",
+                    },
                     outputs=f"{model}_search_options",
                     name=f"tune_{model}_search_options_node",
                 )
@@ -91,6 +92,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "validation_queries": "validation_queries",
                     "reranker_params": "params:reranker",
                     "params": "params:evaluation",
+                    "promotion": "params:promotion",
                 },
                 outputs="reranker_options",
                 name="tune_reranker_node",
@@ -111,6 +113,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "reranker_params": "params:reranker",
                     "reranker_options": "reranker_options",
                     "promotion": "params:promotion",
+                    "onnx": "params:onnx",
                 },
                 outputs="search_mode_metrics",
                 name="evaluate_search_modes_node",

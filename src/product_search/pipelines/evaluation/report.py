@@ -123,9 +123,8 @@ def _summary(metrics: dict[str, Any], history: dict[str, Any]) -> list[str]:
     change = metrics["metrics"][primary]
     pairs = history.get("train_pairs")
     trained_on = f" on {pairs:,} (query, product) pairs" if pairs else ""
-    lines = [
-        "## Summary",
-        "",
+    lines = ["## Summary", "", *_lane_warning(metrics.get("search_modes") or {})]
+    lines += [
         f"We fine-tuned `{metrics['models']['baseline']}`{trained_on} and searched "
         f"a catalog of {metrics['corpus_size']:,} products with "
         f"{metrics['test_queries']:,} held-out shopper queries: "
@@ -142,6 +141,26 @@ def _summary(metrics: dict[str, Any], history: dict[str, Any]) -> list[str]:
             + _significance_sentence(real["significance"]),
         ]
     return [*lines, ""]
+
+
+def _lane_warning(modes: dict[str, Any]) -> list[str]:
+    """The warning that opens the summary when /search serves significantly
+    below one of its own lanes."""
+    check = modes.get("lane_check") or {}
+    lines = []
+    for lane in check.get("below", []):
+        c = check["comparisons"][lane]
+        served = "hybrid + rerank" if "rerank" in check["served"] else "hybrid"
+        lines += [
+            f"> **Warning: `/search` ({served}) ranks significantly below its own "
+            f"{lane} lane** on the {check['queries'].replace('_', ' ')}: "
+            f"{metric_label(check['metric'])} {c['mean_delta']:+.4f} (Wilcoxon p = "
+            f"{_p(c['wilcoxon_p_value'])}, 95% CI [{c['ci95_low']:+.4f}, "
+            f"{c['ci95_high']:+.4f}]). Serve `mode: {lane}`, or widen the "
+            "validation queries that tune the fusion (search.tuning).",
+            "",
+        ]
+    return lines
 
 
 def _system(metrics: dict[str, Any]) -> list[str]:
@@ -504,10 +523,20 @@ def _search_modes(metrics: dict[str, Any]) -> list[str]:
             + (
                 "It ships with the search table."
                 if reranker["deploy"]
-                else "It is not deployed; /search serves hybrid results."
+                else "It is not deployed, nor loaded; /search serves hybrid results."
             ),
             "",
         ]
+        variant = reranker.get("variant")
+        if variant and reranker["deploy"]:
+            lines += [
+                f"Its int8 ONNX graph scores {metric_label(variant['metric'])} "
+                f"{variant['int8']:.4f} on the {variant['queries']} against "
+                f"{variant['fp32']:.4f} in full precision ({variant['int8_change']:+.4f}; "
+                f"allowed: -{variant['max_int8_loss']:g}): the service runs "
+                f"**{variant['serve']}** over the top {variant['top_n']} hits.",
+                "",
+            ]
     return lines
 
 
@@ -519,21 +548,22 @@ def _fusions(modes: dict[str, Any]) -> list[str]:
         if options is None:
             continue
         tuning = modes.get("tuning", {}).get(model) or {}
-        if tuning.get("tuned"):
-            found = "; ".join(
-                f"{v['queries']} {name} queries: hybrid {v['hybrid']:.4f}, dense "
-                f"{v['dense']:.4f}, lexical {v['lexical']:.4f}"
-                for name, v in tuning["validation"].items()
+        why = tuning.get("reason", "not tuned")
+        source = (
+            f"tuned on the validation queries: {why}"
+            if tuning.get("tuned")
+            else f"the project's `search.options`: {why}"
+        )
+        if tuning.get("validation"):
+            source += (
+                " ("
+                + "; ".join(
+                    f"{v['queries']} {name} queries: hybrid {v['hybrid']:.4f}, dense "
+                    f"{v['dense']:.4f}, lexical {v['lexical']:.4f}"
+                    for name, v in tuning["validation"].items()
+                )
+                + ")"
             )
-            source = (
-                f"tuned on the validation queries, best {tuning['metric']} on the "
-                f"{tuning['objective']} queries ({found})"
-            )
-            if not tuning["feasible"]:
-                source += "; no fusion kept hybrid within reach of its better lane"
-        else:
-            why = tuning.get("reason", "not tuned")
-            source = f"the project's `search.options` ({why})"
         lines.append(f"- {label} model: {fusion_label(options)}; {source}.")
     return [*lines, ""] if lines else []
 

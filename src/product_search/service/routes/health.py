@@ -45,6 +45,7 @@ async def health(
         "reranker": served.reranker.describe() | {"backend": served.reranker.backend}
         if served.reranker
         else None,
+        "reranker_reason": None if served.reranker else served.reranker_reason,
         "promotion": PromotionDecision.model_validate(decision) if decision else None,
         "api_key_required": bool(settings.api_key),
     }
