@@ -84,7 +84,7 @@ LATENCY_DEPTHS = (20, 50, 100)
 
 
 # Parameters of how the trained reranker is served, not of its training.
-SERVING_PARAMETERS = {"top_n", "min_gain", "weight", "tuning"}
+SERVING_PARAMETERS = {"top_n", "min_gain", "weight", "tuning", "serving"}
 
 
 def _training_part(params: dict) -> dict:

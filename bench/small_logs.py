@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 import uvicorn
 from common import (
+    ROOT,
     environment,
     fmt_p,
     generate_queries,
@@ -89,7 +90,11 @@ from product_search.search.table import SearchOptions
 from product_search.service.deps import Served
 from product_search.service.encoder import Encoder, build_backend
 from product_search.service.main import create_app
-from product_search.service.project import no_reranker_reason, served_reranker
+from product_search.service.project import (
+    no_reranker_reason,
+    project_catalog,
+    served_reranker,
+)
 from product_search.service.server import uvicorn_options
 from product_search.service.settings import ServiceSettings
 
@@ -470,6 +475,50 @@ def measure_latency(
     return results
 
 
+def demo(env: str | None) -> dict:
+    """The candidate default fusions on the demo: the lanes of the demo's
+    fine-tuned search table (after `make run`) on its held-out generated test
+    queries and its validation queries, beside the fusion it serves."""
+    catalog = project_catalog(ROOT, env)
+    table = catalog.load("fine_tuned_search_table")
+    model = catalog.load("fine_tuned_model")
+    tuned = catalog.load("fine_tuned_search_options")
+    options = SearchOptions(**tuned["options"])
+    frames = {"held-out generated": catalog.load("test_queries")}
+    validation = catalog.load("validation_queries")
+    frames |= {
+        f"validation, {source}": rows for source, rows in validation.groupby("source")
+    }
+    sets = {}
+    for name, raw in frames.items():
+        frame = raw.astype({"query_id": str, "product_id": str})
+        queries = frame.drop_duplicates("query_id").set_index("query_id")["query"]
+        qrels = {
+            qid: dict.fromkeys(group["product_id"], 1)
+            for qid, group in frame.groupby("query_id")
+        }
+        vectors = unit_vectors(model, queries.tolist(), 64)
+        lanes = fusion.lanes(table, queries.to_dict(), vectors, options, 10)
+        runs = {
+            "lexical": {q: [h.product_id for h in v.lexical[:10]] for q, v in lanes.items()},
+            "dense": {q: [h.product_id for h in v.dense[:10]] for q, v in lanes.items()},
+            "hybrid": {q: fusion.fuse(v, options, 10) for q, v in lanes.items()},
+        } | {
+            f"default: {name}": {q: fusion.fuse(v, o, 10) for q, v in lanes.items()}
+            for name, o in DEFAULTS.items()
+        }  # fmt: skip
+        means = {
+            mode: mean(m.graded_metrics(
+                qrels, {q: m.ranked_run(ids) for q, ids in run.items()}, ["ndcg@10"]
+            )["ndcg@10"])
+            for mode, run in runs.items()
+        }  # fmt: skip
+        best = max(("lexical", "dense"), key=lambda lane: means[lane])
+        sets[name] = {"queries": len(queries), "ndcg@10": means, "best_lane": best}
+    return {"fusion": {k: tuned.get(k) for k in ("options", "tuned", "reason")},
+            "sets": sets}  # fmt: skip
+
+
 def main() -> None:  # noqa: PLR0915
     parser = parse_args(__doc__, "keep N real queries (CPU smoke run)")
     parser.add_argument("--settings", default=",".join(SETTINGS))
@@ -485,10 +534,21 @@ def main() -> None:  # noqa: PLR0915
     )  # fmt: skip
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--demo", action="store_true",
+        help="add the demo's candidate fusions (after `make run`) to the results",
+    )  # fmt: skip
+    parser.add_argument("--env", default=None, help="the demo's Kedro environment")
     add_log_thresholds(parser, positive_min=3)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
+        return
+    results = args.out / f"{NAME}.json"
+    if args.demo:
+        payload = json.loads(results.read_text())
+        payload["demo"] = demo(args.env)
+        write_results(args.out, NAME, payload, markdown(payload))
         return
     started = time.perf_counter()
     device, base_model = setup(args.device)
@@ -501,7 +561,6 @@ def main() -> None:  # noqa: PLR0915
     params = generation_params(args)
     products, _ = generation.prepare_products(data["products"], params)
     judged = None  # the real queries' judgments, built with the first setting
-    results = args.out / f"{NAME}.json"
     previous = json.loads(results.read_text()) if results.exists() else {}
     settings: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="small-logs-pg-") as tmp:
@@ -578,7 +637,7 @@ def _served_rerank(result: dict) -> str | None:
     return mode if mode.startswith("hybrid + rerank") else None
 
 
-def markdown(payload: dict) -> str:  # noqa: PLR0914
+def markdown(payload: dict) -> str:  # noqa: PLR0912, PLR0914
     settings = payload["settings"]
     lines = [
         "# Small search logs: /search against its best lane on Home Depot",
@@ -645,20 +704,24 @@ def markdown(payload: dict) -> str:  # noqa: PLR0914
         "|---|---|---|" + "---|" * len(DEFAULTS),
     ]
     worst = dict.fromkeys(DEFAULTS, 0.0)
-    for setting, result in settings.items():
-        for name, title in (("real", "real"), ("generated", "held-out generated")):
-            found = result["sets"][name]
-            v, lane = found["ndcg@10"], found["best_lane"]
-            cells = []
-            for default in DEFAULTS:
-                gap = v[f"default: {default}"] - v[lane]
-                worst[default] = min(worst[default], gap)
-                cells.append(f"{v[f'default: {default}']:.4f} ({gap:+.4f})")
-            lines.append(
-                f"| {LABELS[setting]} | {title} | {lane} {v[lane]:.4f} | "
-                + " | ".join(cells)
-                + " |"
-            )
+    rows = [
+        (LABELS[setting], title, result["sets"][name])
+        for setting, result in settings.items()
+        for name, title in (("real", "real"), ("generated", "held-out generated"))
+    ] + [
+        ("demo", f"{name} ({found['queries']})", found)
+        for name, found in (payload.get("demo") or {}).get("sets", {}).items()
+    ]
+    for label, title, found in rows:
+        v, lane = found["ndcg@10"], found["best_lane"]
+        cells = []
+        for default in DEFAULTS:
+            gap = v[f"default: {default}"] - v[lane]
+            worst[default] = min(worst[default], gap)
+            cells.append(f"{v[f'default: {default}']:.4f} ({gap:+.4f})")
+        lines.append(
+            f"| {label} | {title} | {lane} {v[lane]:.4f} | " + " | ".join(cells) + " |"
+        )
     lines += [
         f"| worst gap | | | {' | '.join(f'{worst[d]:+.4f}' for d in DEFAULTS)} |",
         "",

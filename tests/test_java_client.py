@@ -78,8 +78,8 @@ def service(test_env_run) -> Iterator[Service]:
     """``python -m product_search.service --env test`` with an API key.
 
     The test environment's reranker (one epoch on 64 pairs) is deployed with
-    the weight its evaluation tuned, 0 there: reranked and retrieved orders
-    would be the same, and nothing would tell Option B's line from Option A's.
+    the weight conf/test sets, 0.05: reranked and retrieved orders would be
+    nearly the same, and nothing would tell Option B's line from Option A's.
     SEARCH_RERANK_WEIGHT=1 orders /search by the reranker alone."""
     port, api_key = _free_port(), secrets.token_urlsafe(16)
     # None of the shell's SEARCH_* settings, and the test environment's

@@ -879,6 +879,7 @@ def evaluate_search_modes(
             rerankers["fine_tuned"], rerank_per_query, params, reranker_params,
             promotion,
         )  # fmt: skip
+        verdict["weight_reason"] = (reranker_options or {}).get("reason")
         result["reranker"] = verdict | _reranker_variant(
             rerankers["fine_tuned"], model=reranker, query_sets=query_sets,
             table=fine_tuned_table, encoder=fine_tuned_model,

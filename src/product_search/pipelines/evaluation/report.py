@@ -527,6 +527,8 @@ def _search_modes(metrics: dict[str, Any]) -> list[str]:
             ),
             "",
         ]
+        if reranker.get("weight_reason"):
+            lines += [f"Its weight: {reranker['weight_reason']}.", ""]
         variant = reranker.get("variant")
         if variant and reranker["deploy"]:
             lines += [
