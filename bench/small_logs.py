@@ -18,16 +18,20 @@ setting, with the pipeline's own nodes:
 - the candidate default fusions (RRF k = 60, equal-weight min-max, and the
   project's former default) applied to the same lanes, which chose the
   project's default;
-- with --latency, default /search latency (p50/p95 at 1 and 4 clients)
-  through the running service, with the setting's reranker deployed.
+- with --latency-only SETTINGS, run afterwards on a quiet machine: default
+  /search latency (p50/p95 at 1 and 4 clients) through the running service,
+  with the setting's reranker deployed (if its evaluation shipped none, the
+  reranker as it would ship, to know its cost).
 
-Trained models are kept in --models DIR/<setting> and reused.
+Trained models are kept in --models DIR/<setting> and reused; --reranker-pairs
+0 trains no reranker. --demo adds the candidate fusions on the demo (after
+`make run`). Each run merges its settings into the results.
 
 Writes bench/results/small_logs.{json,md}.
 
     .venv/bin/python bench/small_logs.py [--settings full,500,130,none]
         [--max-pairs 8000] [--reranker-pairs 8000] [--models DIR]
-        [--generated 1000] [--train-only] [--latency SETTING]
+        [--generated 1000] [--train-only] [--latency-only full] [--demo]
 """
 
 from __future__ import annotations
@@ -109,10 +113,9 @@ DEFAULTS = {
     "rrf k=5, 0.5:1 (former)": SearchOptions(fusion="rrf", rrf_k=5,
                                              dense_weight=0.5, lexical_weight=1.0),
 }  # fmt: skip
-FEWER_CANDIDATES = (20, 30)
+FEWER_CANDIDATES = (20,)
 LATENCY_CONFIGS = {
     "default": {},
-    "int8 reranker, top 30": {"rerank_variant": "int8", "rerank_top_n": "30"},
     "int8 reranker, top 20": {"rerank_variant": "int8", "rerank_top_n": "20"},
     "fp32 reranker, top 50": {"rerank_variant": "fp32", "rerank_top_n": "50"},
     "no reranker": {"rerank_top_n": "0"},
@@ -187,6 +190,8 @@ def train_setting(
         base_model=base_model, training=training, keep=keep,
     )  # fmt: skip
     model.model_card_data.model_id = f"all-MiniLM-L6-v2 fine-tuned ({setting})"
+    if args.reranker_pairs == 0:  # no reranker: nothing to tune, ship or run
+        return model, history, None, {"trained": False}
     reranker, reranker_history = trained_reranker(
         "both", (capped(prepared["train"], args.reranker_pairs), prepared["negatives"]),
         products=products, model=model.to(device), params=reranker_params,
@@ -275,8 +280,8 @@ def measure_setting(
     )  # fmt: skip
     options = SearchOptions(**tuned["options"])
     rerankers = {}
-    reranker_id = model_id(reranker)
     if weight["weight"] > 0:
+        reranker_id = model_id(reranker)
         base = Reranker(
             model=reranker.to(device), model_id=reranker_id,
             top_n=int(reranker_params["top_n"]),
@@ -294,38 +299,51 @@ def measure_setting(
         "real": (judged["queries"], judged["qrels"]),
         "generated": held_out_generated(prepared["test"], args.generated),
     }
+    # The real queries judge the reranker (the gate) and its int8 graph, as
+    # the evaluation does; the generated ones are measured with what serves.
     per_query = {
-        name: measure_set(
-            table, model, queries, qrels, options=options, rerankers=rerankers
+        "real": measure_set(
+            table, model, *sets["real"], options=options, rerankers=rerankers
         )
-        for name, (queries, qrels) in sets.items()
     }
-    # What the evaluation decides: the reranker ships when the gate passes it
-    # on the real queries, int8 when within the tolerance of fp32.
     release: dict[str, Any] = {"reason": weight.get("reason")}
-    served_mode = "hybrid"
+    served_mode, served = "hybrid", {}
     if rerankers:
+        real = per_query["real"]
         verdict = evaluation._reranker_verdict(
             rerankers["fp32"],
             {"real_queries": {
-                "hybrid_fine_tuned": {"ndcg@10": per_query["real"]["hybrid"]},
+                "hybrid_fine_tuned": {"ndcg@10": real["hybrid"]},
                 "hybrid_rerank_fine_tuned": {
-                    "ndcg@10": per_query["real"]["hybrid + rerank (fp32)"]},
+                    "ndcg@10": real["hybrid + rerank (fp32)"]},
             }},
             eval_params, reranker_params, promotion,
         )  # fmt: skip
-        fp32 = mean(per_query["real"]["hybrid + rerank (fp32)"])
-        int8 = mean(per_query["real"]["hybrid + rerank (int8)"])
+        fp32 = mean(real["hybrid + rerank (fp32)"])
+        int8 = mean(real["hybrid + rerank (int8)"])
         tolerance = float(reranker_params["serving"]["max_int8_loss"])
         serve = "int8" if int8 >= fp32 - tolerance else "fp32"
+        fewer = int(reranker_params["serving"]["fp32_top_n"])
         verdict["variant"] = {
             "serve": serve, "fp32": fp32, "int8": int8,
-            "top_n": rerankers["fp32"].top_n if serve == "int8"
-            else int(reranker_params["serving"]["fp32_top_n"]),
+            "top_n": rerankers["fp32"].top_n if serve == "int8" else fewer,
         }  # fmt: skip
         release = reranker_release({"search_modes": {"reranker": verdict}})
         if verdict["deploy"]:
-            served_mode = f"hybrid + rerank ({serve})"
+            name = "int8" if serve == "int8" else f"fp32, top {fewer}"
+            served = {
+                name: rerankers["int8"] if serve == "int8"
+                else dataclasses.replace(rerankers["fp32"], top_n=fewer)
+            }  # fmt: skip
+            served_mode = f"hybrid + rerank ({name})"
+            if name not in rerankers:
+                real |= {served_mode: measure_set(
+                    table, model, *sets["real"], options=options, rerankers=served,
+                )[served_mode]}  # fmt: skip
+    per_query["generated"] = measure_set(
+        table, model, *sets["generated"], options=options,
+        rerankers=served | {k: v for k, v in rerankers.items() if "top" in k},
+    )  # fmt: skip
     results: dict[str, Any] = {
         "validation_queries": validation.groupby("source")["query_id"]
         .nunique()
@@ -523,7 +541,10 @@ def main() -> None:  # noqa: PLR0915
     parser = parse_args(__doc__, "keep N real queries (CPU smoke run)")
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--max-pairs", type=int, default=8000)
-    parser.add_argument("--reranker-pairs", type=int, default=8000)
+    parser.add_argument(
+        "--reranker-pairs", type=int, default=8000,
+        help="the reranker's training pairs (0: no reranker)",
+    )  # fmt: skip
     parser.add_argument("--models", type=Path, default=None)
     parser.add_argument("--generated", type=int, default=1000)
     parser.add_argument("--train-only", action="store_true")
@@ -624,8 +645,14 @@ def main() -> None:  # noqa: PLR0915
         "seconds": args.seconds,
         "corpus_products": len(products),
         "real_queries": len(judged["queries"]) if judged else 0,
-        # Settings measured by earlier runs into the same results stay.
-        "settings": {**previous.get("settings", {}), **settings},
+        # Settings measured by earlier (or concurrent) runs into the same
+        # results stay: read again now.
+        "settings": {
+            **(json.loads(results.read_text()) if results.exists() else previous).get(
+                "settings", {}
+            ),
+            **settings,
+        },
         "total_s": time.perf_counter() - started + previous.get("total_s", 0),
     }
     write_results(args.out, NAME, payload, markdown(payload))

@@ -69,6 +69,7 @@ LEXICAL_HEAVY = SearchOptions(fusion="weighted", dense_weight=0.1, lexical_weigh
 # q2 s 0.6/61 + 0.4/62 = 0.01629 > d 0.6/62 + 0.4/61 = 0.01623.
 BALANCED = SearchOptions(rrf_k=60, dense_weight=0.6, lexical_weight=0.4)
 EVIDENCE = tuning.Evidence(min_queries=30, folds=5, samples=500)
+POOLING = tuning.Evidence(min_queries=30, folds=5, samples=500, pool_sources=True)
 
 
 def _sets(logged: int, generated: int):
@@ -111,7 +112,8 @@ def test_a_significantly_better_fusion_within_the_lane_gap_replaces_the_default(
 
 
 def test_a_few_logged_queries_are_pooled_and_a_source_below_the_minimum_does_not_bind():
-    # 3 logged queries (below min_queries 30) and 40 generated ones: pooled,
+    # With pool_sources: 3 logged queries (below min_queries 30) and 40
+    # generated ones are pooled,
     # the lexical-heavy fusion gains 3 logged queries and loses 40 generated
     # ones; the balanced one gains the 3 without a loss, which is not
     # significant on 43 queries.
@@ -119,7 +121,7 @@ def test_a_few_logged_queries_are_pooled_and_a_source_below_the_minimum_does_not
 
     choice = fusion.choose(
         lanes, qrels, [DENSE_HEAVY, LEXICAL_HEAVY, BALANCED],
-        metric="ndcg@1", max_lane_gap=0.005, evidence=EVIDENCE,
+        metric="ndcg@1", max_lane_gap=0.005, evidence=POOLING,
     )  # fmt: skip
 
     assert choice["options"] == DENSE_HEAVY.model_dump()
@@ -145,8 +147,15 @@ def test_without_enough_validation_queries_the_default_stays():
     assert (choice["moved"], choice["objective"]) == (False, None)
     assert choice["reason"] == (
         "the default stays: only 6 log validation queries (fewer than "
-        "min_queries 30), 16 in all (fewer than min_queries 30)"
+        "min_queries 30); the 6 log, 10 generated validation queries alone do "
+        "not move it (pool_sources: false)"
     )
+    # Without pooling, 3 logged and 40 generated queries do not move it either.
+    few = fusion.choose(
+        *_sets(logged=3, generated=40), [DENSE_HEAVY, BALANCED],
+        metric="ndcg@1", max_lane_gap=0.005, evidence=EVIDENCE,
+    )  # fmt: skip
+    assert (few["options"], few["moved"]) == (DENSE_HEAVY.model_dump(), False)
 
 
 def test_candidates_are_the_default_then_the_grid():

@@ -123,7 +123,8 @@ def test_on_a_few_validation_queries_the_weight_stays_at_its_default(base_model)
     assert (tuned["weight"], tuned["tuned"]) == (0.0, False)
     assert tuned["reason"] == (
         "the default stays: only 2 log validation queries (fewer than min_queries "
-        "30), 3 in all (fewer than min_queries 30)"
+        "30); the 1 generated, 2 log validation queries alone do not move it "
+        "(pool_sources: false)"
     )
     assert table.calls == []
 

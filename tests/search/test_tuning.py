@@ -77,41 +77,58 @@ def test_a_candidate_not_allowed_is_never_chosen():
 
 
 @pytest.mark.parametrize(
-    ("counts", "sources", "why"),
+    ("counts", "pool", "sources", "why"),
     [
-        ({"log": 40, "generated": 200}, ["log"], "40 log validation queries"),
+        ({"log": 40, "generated": 200}, False, ["log"], "40 log validation queries"),
         (
             {"log": 6, "generated": 200},
+            False,
+            [],
+            "only 6 log validation queries (fewer than min_queries 30); the 6 log, "
+            "200 generated validation queries alone do not move it (pool_sources: "
+            "false)",
+        ),
+        (
+            {"generated": 200},
+            False,
+            [],
+            "only 0 log validation queries (fewer than min_queries 30); the 200 "
+            "generated validation queries alone do not move it (pool_sources: false)",
+        ),
+        (
+            {"log": 6, "generated": 200},
+            True,
             ["log", "generated"],
             "only 6 log validation queries (fewer than min_queries 30): pooled the "
             "sources (6 log, 200 generated)",
         ),
         (
-            {"generated": 200},
-            ["generated"],
-            "no log validation queries: 200 generated validation queries",
-        ),
-        (
             {"log": 6, "generated": 10},
+            True,
             [],
-            "only 6 log validation queries (fewer than min_queries 30), 16 in all "
-            "(fewer than min_queries 30)",
+            "only 6 log validation queries (fewer than min_queries 30), 16 in all",
         ),
     ],
 )
-def test_the_log_judges_when_it_has_enough_queries_else_the_sources_pooled(
-    counts, sources, why
+def test_the_log_judges_when_it_has_enough_queries_else_the_default_stays(
+    counts, pool, sources, why
 ):
-    assert tuning.judging_sources(counts, "log", 30) == (sources, why)
+    assert tuning.judging_sources(counts, "log", 30, pool) == (sources, why)
 
 
 def test_evidence_comes_from_the_tuning_the_gate_and_the_evaluation():
     evidence = tuning.Evidence.from_params(
-        {"min_queries": 50, "folds": 10, "min_gain": None},
+        {"min_queries": 50, "folds": 10, "min_gain": None, "pool_sources": True},
         {"p_value": 0.01},
         {"bootstrap_samples": 100, "seed": 7},
     )
 
     assert evidence == tuning.Evidence(
-        min_queries=50, folds=10, alpha=0.01, samples=100, seed=7, min_gain=0.0
+        min_queries=50,
+        folds=10,
+        alpha=0.01,
+        samples=100,
+        seed=7,
+        min_gain=0.0,
+        pool_sources=True,
     )

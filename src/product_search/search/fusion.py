@@ -135,7 +135,8 @@ def choose(
     ``options`` with the best ``metric`` when choosing it beats the default by
     more than chance (:func:`product_search.search.tuning.choose`) on the
     judging queries: the ``preferred`` source's (the search log) when it has
-    ``evidence.min_queries``, else every source's pooled. A candidate must
+    ``evidence.min_queries``, else (``evidence.pool_sources``) every
+    source's pooled, else none: the default stays. A candidate must
     also keep hybrid within ``max_lane_gap`` of its better lane on each
     source with ``evidence.min_queries`` queries.
 
@@ -169,7 +170,9 @@ def choose(
         for option in options
     ]
     counts = {name: len(sets) for name, sets in query_lanes.items()}
-    judges, judged_by = tuning.judging_sources(counts, preferred, evidence.min_queries)
+    judges, judged_by = tuning.judging_sources(
+        counts, preferred, evidence.min_queries, evidence.pool_sources
+    )
     sure = [name for name, n in counts.items() if n >= evidence.min_queries]
 
     def mean(per_query: Mapping[str, float]) -> float:

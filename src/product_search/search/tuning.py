@@ -7,8 +7,10 @@ NDCG@10 below the dense lane it fuses, and a reranker weight of 0 tuned on the
 same 6 queries shipped a reranker that changed nothing and cost 300 ms. So:
 
 - the queries that judge are the search log's validation queries when there
-  are at least ``min_queries`` of them; else every source's, pooled, when
-  those are enough; else none, and the default stays;
+  are at least ``min_queries`` of them; else none, and the default stays
+  (with ``pool_sources``, every source's pooled when those are enough: off
+  by default, because generated queries alone pull the choice towards the
+  lanes trained on them);
 - a choice replaces the default only when *choosing* beats the default on
   queries it did not choose on: k-fold cross-validation over those queries,
   each fold scored with the candidate the other folds chose, compared with
@@ -41,6 +43,12 @@ class Evidence:
     seed: int = 42
     # Also required of the cross-validated gain, besides significance.
     min_gain: float = 0.0
+    # Below min_queries logged queries, judge on every source pooled instead
+    # of keeping the default. Off by default: generated queries come from the
+    # generator the model trained on, and alone they pull the choice towards
+    # its dense lane and its reranker, below BM25 on real shoppers' queries
+    # (bench/results/small_logs.md).
+    pool_sources: bool = False
 
     @classmethod
     def from_params(
@@ -57,31 +65,32 @@ class Evidence:
             samples=int(evaluation.get("bootstrap_samples", cls.samples)),
             seed=int(evaluation.get("seed", cls.seed)),
             min_gain=float(tuning.get("min_gain") or 0.0),
+            pool_sources=bool(tuning.get("pool_sources", cls.pool_sources)),
         )
 
 
 def judging_sources(
-    counts: Mapping[str, int], preferred: str, min_queries: int
+    counts: Mapping[str, int], preferred: str, min_queries: int, pool: bool = False
 ) -> tuple[list[str], str]:
     """The validation sources whose queries judge the candidates, and why:
-    ``preferred`` (the search log) alone when it has ``min_queries``, else
-    every source pooled when together they do, else none."""
+    ``preferred`` (the search log) alone when it has ``min_queries``; else,
+    with ``pool``, every source pooled when together they do; else none."""
     if counts.get(preferred, 0) >= min_queries:
         return [preferred], f"{counts[preferred]} {preferred} validation queries"
     total = sum(counts.values())
     described = ", ".join(f"{n} {source}" for source, n in counts.items()) or "none"
-    if preferred in counts:
-        short = (
-            f"only {counts[preferred]} {preferred} validation queries (fewer than "
-            f"min_queries {min_queries})"
-        )
-    else:
-        short = f"no {preferred} validation queries"
-    if total >= min_queries and len(counts) > 1:
+    short = (
+        f"only {counts.get(preferred, 0)} {preferred} validation queries (fewer "
+        f"than min_queries {min_queries})"
+    )
+    if pool and total >= min_queries:
         return list(counts), f"{short}: pooled the sources ({described})"
-    if total >= min_queries:
-        return list(counts), f"{short}: {described} validation queries"
-    return [], f"{short}, {total} in all (fewer than min_queries {min_queries})"
+    if pool:
+        return [], f"{short}, {total} in all"
+    return [], (
+        f"{short}; the {described} validation queries alone do not move it "
+        "(pool_sources: false)"
+    )
 
 
 def _mean(values: Mapping[Any, float], queries: Sequence[Any]) -> float:

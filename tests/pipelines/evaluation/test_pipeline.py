@@ -206,13 +206,23 @@ def test_same_model_twice_shows_no_change(without_judgments, test_queries):
     assert list(modes["test_queries"]) == [
         "lexical", "dense_base", "hybrid_base", "dense_fine_tuned", "hybrid_fine_tuned",
     ]  # fmt: skip
-    # Each model's fusion, tuned on the validation queries: the same model,
-    # so the same choice, among the default and the grid's two.
+    # Each model's fusion: two validation queries are too few to leave the
+    # default (min_queries 30), for either model.
     assert modes["options"]["base"] == modes["options"]["fine_tuned"]
     tuning = modes["tuning"]["base"]
-    assert (tuning["tuned"], tuning["objective"]) == (True, "generated")
+    assert (tuning["tuned"], tuning["objective"]) == (False, None)
+    assert tuning["reason"] == (
+        "the default stays: only 0 log validation queries (fewer than "
+        "min_queries 30); the 2 generated validation queries alone do not move "
+        "it (pool_sources: false)"
+    )
     assert tuning["validation"]["generated"]["queries"] == 2
     assert tuning == modes["tuning"]["fine_tuned"]
+    # /search serves hybrid, and it is not significantly below a lane.
+    check = modes["lane_check"]
+    assert (check["queries"], check["served"], check["below"]) == (
+        "test_queries", "hybrid_fine_tuned", [],
+    )  # fmt: skip
     scores = modes["test_queries"]
     assert scores["dense_base"] == scores["dense_fine_tuned"]
     assert scores["hybrid_base"] == scores["hybrid_fine_tuned"]
@@ -381,7 +391,7 @@ def test_a_reranker_tuned_to_weight_0_is_neither_run_nor_shipped(
     modes = catalog.load("metrics")["search_modes"]
     tuned = catalog.load("reranker_options")
     assert (tuned["weight"], tuned["tuned"]) == (0.0, False)
-    assert tuned["reason"].startswith("the default stays: no log validation queries")
+    assert tuned["reason"].startswith("the default stays: only 0 log validation")
     for set_name in ("test_queries", "real_queries"):
         assert "hybrid_rerank_fine_tuned" not in modes[set_name]
     verdict = modes["reranker"]

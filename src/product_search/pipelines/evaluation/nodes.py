@@ -686,7 +686,7 @@ def tune_reranker(
     sets = _validation_sets(validation_queries)
     judges, judged_by = judging_sources(
         {source: len(texts) for source, (texts, _) in sets.items()},
-        "log", evidence.min_queries,
+        "log", evidence.min_queries, evidence.pool_sources,
     )  # fmt: skip
     why = (
         f"reranker.weight is set to {fixed}" if fixed is not None
@@ -834,7 +834,7 @@ def evaluate_search_modes(
                     "reason",
                     "metric",
                     "objective",
-                    "feasible",
+                    "cross_validation",
                     "validation",
                 )
                 if key in tuned
