@@ -117,7 +117,6 @@ FEWER_CANDIDATES = (20,)
 LATENCY_CONFIGS = {
     "default": {},
     "int8 reranker, top 20": {"rerank_variant": "int8", "rerank_top_n": "20"},
-    "fp32 reranker, top 50": {"rerank_variant": "fp32", "rerank_top_n": "50"},
     "no reranker": {"rerank_top_n": "0"},
 }
 # How many logged queries each setting keeps (None: the whole log).
@@ -700,6 +699,11 @@ def markdown(payload: dict) -> str:  # noqa: PLR0912, PLR0914
                 + f" | **{v[served]:.4f}** | {against['delta']:+.4f} | "
                 f"{fmt_p(against['wilcoxon_p_value'])} |"
             )
+    lines += [
+        f"\n{LABELS[setting]}: {result['rule_note']}"
+        for setting, result in settings.items()
+        if result.get("rule_note")
+    ]
     lines += [
         "",
         "What the evaluation chose on each setting's validation queries, and why:",

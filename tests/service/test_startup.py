@@ -157,11 +157,15 @@ def test_project_without_a_fine_tuned_model_serves_the_base_model(
     assert isinstance(table, SearchTable)
     assert (table.qualified_name, table.dimension) == ("product_embeddings", 384)
     assert info is None
-    # The search options of the project's parameters, which are also the
-    # defaults of SearchOptions (one set of tuned values, not two).
+    # The search options of the project's parameters: the default fusion the
+    # small-log benchmark chose (equal-weight min-max); SearchOptions' own
+    # defaults (RRF) serve only where no project says one.
     with open(PROJECT / "conf" / "base" / "parameters_search.yml") as f:
         options = yaml.safe_load(f)["search"]["options"]
-    assert search_defaults(catalog) == options == SearchOptions().model_dump()
+    assert search_defaults(catalog) == options
+    assert SearchOptions(**options) == SearchOptions(
+        fusion="weighted", dense_weight=0.5, lexical_weight=0.5
+    )
     # A table version's tuned fusion replaces them; a version without one does not.
     tuned = {"fusion": "weighted", "dense_weight": 0.4, "lexical_weight": 0.6}
     assert search_defaults(catalog, {"search_options": tuned}) == tuned
