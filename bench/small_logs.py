@@ -496,6 +496,7 @@ def demo(env: str | None) -> dict:
     """The candidate default fusions on the demo: the lanes of the demo's
     fine-tuned search table (after `make run`) on its held-out generated test
     queries and its validation queries, beside the fusion it serves."""
+    os.chdir(ROOT)  # the catalog's paths are relative to the project
     catalog = project_catalog(ROOT, env)
     table = catalog.load("fine_tuned_search_table")
     model = catalog.load("fine_tuned_model")
