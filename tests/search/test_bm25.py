@@ -36,12 +36,30 @@ def terms() -> list[list[str]]:
     return [analyze(text) for text in FIVE_PRODUCTS]
 
 
+def dense(scores: dict[int, float], n: int) -> list[float]:
+    """Every product's score, 0 for the products that are no candidate."""
+    return [scores.get(row, 0.0) for row in range(n)]
+
+
 def test_scores_equal_the_hand_computation(terms):
     index = build_index(terms, Bm25Params(k1=1.2, b=0.75))
 
+    scores = score(index, analyze("oak boards"))
+
     assert index.average_length == pytest.approx(2.6)
     assert idf(2, 5) == pytest.approx(0.875469, abs=1e-6)
-    assert score(index, analyze("oak boards")) == pytest.approx(HAND_SCORES, abs=1e-6)
+    # Products 4 and 5 hold neither term: no candidates (OR of the terms).
+    assert sorted(scores) == [0, 1, 2]
+    assert dense(scores, 5) == pytest.approx(HAND_SCORES, abs=1e-6)
+
+
+def test_a_repeated_query_term_counts_as_often_as_it_occurs(terms):
+    index = build_index(terms, Bm25Params())
+
+    once, twice = score(index, ["oak"]), score(index, ["oak", "oak", "walnut"])
+
+    assert twice == pytest.approx({row: 2 * s for row, s in once.items()})
+    assert score(index, ["walnut"]) == {}
 
 
 @pytest.mark.parametrize(
@@ -52,7 +70,9 @@ def test_scores_equal_bm25s_on_the_same_analyser(terms, query, k1, b):
     reference = bm25s.BM25(method="lucene", k1=k1, b=b)
     reference.index(terms, show_progress=False)
 
-    ours = score(build_index(terms, Bm25Params(k1=k1, b=b)), analyze(query))
+    ours = dense(
+        score(build_index(terms, Bm25Params(k1=k1, b=b)), analyze(query)), len(terms)
+    )
 
     np.testing.assert_allclose(
         ours, reference.get_scores(analyze(query)), rtol=1e-6, atol=1e-7

@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 from sqlalchemy import text
 
-from product_search.search.bm25 import Bm25Params
+from product_search.search.analyzer import analyze
+from product_search.search.bm25 import Bm25Params, score
 from product_search.search.index import build_product_index
 from product_search.search.table import (
     SearchError,
     SearchOptions,
-    SearchTable,
     TableMissingError,
+    writer,
 )
 from tests import pg
 from tests.search.test_bm25 import FIVE_PRODUCTS, HAND_SCORES
@@ -249,19 +250,19 @@ def test_readers_see_the_old_tables_until_the_swap_and_after_a_failed_one(
     table.save(five_products)
     old_terms = rows(db, f"SELECT term FROM {name}_terms ORDER BY 1")
     seen = []
-    swap = SearchTable._swap
+    swap = writer.swap
 
-    def swap_then_fail(self, conn, token, *filter_indexed):
+    def swap_then_fail(*args):
         # Another client, while the new rows, vocabulary and indexes are built
         # but not swapped in, still reads the old ones and no staging table.
         seen.append(rows(db, f"SELECT product_id FROM {name} ORDER BY 1"))
         seen.append(rows(db, f"SELECT term FROM {name}_terms ORDER BY 1"))
         seen.append(rows(db, f"SELECT count(*) FROM {name}_lexical"))
         seen.append(table_names(db, f"{name}__"))
-        swap(self, conn, token, *filter_indexed)
+        swap(*args)
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(SearchTable, "_swap", swap_then_fail)
+    monkeypatch.setattr(writer, "swap", swap_then_fail)
 
     with pytest.raises(RuntimeError, match="disk full"):
         table.save(index(["x1"], [[1, 1, 0]], texts=["walnut shelf"]))
@@ -319,26 +320,6 @@ def test_bad_rows_are_refused_before_touching_the_table(make_table, data, messag
     assert not table.exists()
 
 
-def test_a_table_from_before_hybrid_search_asks_for_a_redeployment(
-    db, make_table, three_products
-):
-    table = make_table()
-    with db.begin() as conn:
-        conn.execute(
-            text(
-                f"CREATE TABLE {table.table_name} "
-                "(product_id text PRIMARY KEY, embedding vector(3))"
-            )
-        )
-
-    with pytest.raises(TableMissingError, match="has no BM25 weights; rerun"):
-        table.info()
-    with pytest.raises(TableMissingError, match="run the deployment pipeline"):
-        table.search("x", [1, 0, 0], 1)
-    table.save(three_products)  # the deployment replaces it
-    assert len(table.search("skillet", [1, 0, 0], 3)) == 3
-
-
 def test_schema_is_created_and_used(db, make_table, three_products):
     schema = pg.unique_name("s")
     table = make_table(schema=schema)
@@ -391,6 +372,11 @@ def test_lexical_scores_equal_the_hand_computed_bm25(make_table, five_products):
     assert ids(hits) == ["p2", "p1", "p3"]
     assert [h.score for h in hits] == pytest.approx(
         [HAND_SCORES[1], HAND_SCORES[0], HAND_SCORES[2]], abs=1e-6
+    )
+    # The database sums the weights bm25.py computed, as bm25.score does.
+    expected = score(five_products.lexical, analyze("oak boards"))
+    assert {int(h.product_id[1:]) - 1: h.score for h in hits} == pytest.approx(
+        expected, abs=1e-6
     )
     assert [(h.lexical_rank, h.dense_rank) for h in hits] == [
         (1, None),

@@ -1,4 +1,4 @@
-"""Okapi BM25 as sparse vectors, so that PostgreSQL scores it with pgvector.
+"""Okapi BM25, defined once: the weights here, the scores their sum.
 
 With ``N`` products, ``df(t)`` of them holding term ``t``, ``tf(t, d)`` its
 count in product ``d`` of ``|d|`` terms and ``avgdl`` the mean length::
@@ -10,9 +10,13 @@ count in product ``d`` of ``|d|`` terms and ``avgdl`` the mean length::
 as Lucene (8 and later) computes it: Robertson's BM25 without its constant
 factor ``k1 + 1``, which changes no ranking.
 
-Each product stores ``w(., d)`` as a ``sparsevec`` over the catalog's
-vocabulary and a query is the sparse vector of its term counts, so the score is
-their inner product: exactly BM25, computed in the database.
+:func:`build_index` is the only code that knows the formula. The search table
+stores its ``w(., d)`` as each product's ``sparsevec`` and the table's search
+function (``search/table/search_function.sql``) only sums them: the inner
+product with the sparse vector of the query's term counts is ``bm25(q, d)``.
+:func:`score` is that same sum in Python, for the code that ranks without the
+database (mining training negatives) and for the tests that hold the
+database's scores to it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,6 +56,16 @@ class LexicalIndex:
     def size(self) -> int:
         """The number of distinct terms: the dimension of the sparse vectors."""
         return len(self.term_ids)
+
+    @cached_property
+    def postings(self) -> dict[int, list[tuple[int, float]]]:
+        """For each term id, the products holding it (row, weight): what the
+        table's GIN index over the terms is to the database."""
+        postings: dict[int, list[tuple[int, float]]] = {}
+        for row, weights in enumerate(self.weights):
+            for term_id, weight in weights.items():
+                postings.setdefault(term_id, []).append((row, weight))
+        return postings
 
 
 def idf(document_frequency: int, documents: int) -> float:
@@ -91,11 +106,13 @@ def build_index(documents: Sequence[Sequence[str]], params: Bm25Params) -> Lexic
     )
 
 
-def score(index: LexicalIndex, query_terms: Iterable[str]) -> list[float]:
-    """BM25 of every product for the analysed query: the reference the
-    database's inner products are tested against."""
+def score(index: LexicalIndex, query_terms: Iterable[str]) -> dict[int, float]:
+    """BM25 of the analysed query for each product holding any of its terms
+    (OR semantics: the lexical lane's candidates), by row; a product without
+    one is no candidate. The search function's sum, in Python."""
     query = Counter(t for t in query_terms if t in index.term_ids)
-    return [
-        sum(count * weights.get(index.term_ids[t], 0.0) for t, count in query.items())
-        for weights in index.weights
-    ]
+    scores: dict[int, float] = {}
+    for term, count in query.items():
+        for row, weight in index.postings.get(index.term_ids[term], ()):
+            scores[row] = scores.get(row, 0.0) + count * weight
+    return scores

@@ -1,6 +1,6 @@
 -- The search of a deployed table as a SQL function, installed with each
--- version of the table (product_search.search.table.SearchTable.save) and
--- called by SearchTable.search, so that /search and any SQL client (a Java
+-- version of the table (product_search.search.table.schema.install_function)
+-- and called by SearchTable.search, so that /search and any SQL client (a Java
 -- backend's JDBC query) run the same code:
 --
 --   SELECT * FROM <table>_search(query_embedding, query_terms, k
@@ -17,6 +17,11 @@
 -- search_mode      hybrid (the default), dense or lexical
 -- options          fusion settings in place of the version's (NULL: the
 --                  fusion the version was deployed with)
+--
+-- BM25 is not computed here: product_search.search.bm25.build_index weighs
+-- every term of every product once, at save time, and the lexical table stores
+-- those weights as a sparsevec; a product's score is their sum over the query's
+-- terms, each times its count (bm25.score is the same sum in Python).
 --
 -- A dense lane with a filter that keeps at most filter_exact_rows products
 -- ranks them exactly (no index); above that it walks the HNSW graph with
@@ -171,7 +176,8 @@ BEGIN
     IF search_mode <> 'dense' THEN
         -- BM25: the query's known terms with their counts; candidates are the
         -- products holding any of them (GIN index, OR semantics); a score is
-        -- the inner product of the product's BM25 weights with the counts.
+        -- the inner product of the product's stored BM25 weights with the
+        -- counts (the sparsevec is 1-based, term ids 0-based).
         lanes := lanes || format($sql$query_terms AS MATERIALIZED (
             SELECT t.term, t.term_id, count(*) AS n
             FROM unnest(CAST($2 AS text[])) AS q(term) JOIN %s AS t USING (term)
