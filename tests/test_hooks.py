@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from kedro.io.core import DatasetError
 
-from product_search import metrics
+from product_search import promotion
 from product_search.errors import UserError
 from product_search.hooks import ClearErrorHooks, raised_on_purpose
-from product_search.pipelines.data_generation.nodes import prepare_products
+from product_search.pipelines.data_generation.products import prepare_products
 
 ROOT = Path(__file__).parents[1]
 
@@ -53,7 +53,7 @@ def test_other_errors_keep_their_traceback():
 def test_our_internal_value_errors_keep_their_traceback():
     # Raised in product_search/, but a broken precondition between our own
     # functions, not bad input: the traceback is what finds the bug.
-    bug = _caught(lambda: metrics.paired_significance([0.1], [0.1, 0.2]))
+    bug = _caught(lambda: promotion.paired_significance([0.1], [0.1, 0.2]))
     assert type(bug) is ValueError
     assert not raised_on_purpose(bug)
 
@@ -75,7 +75,7 @@ def test_the_hook_prints_a_user_error_in_one_line_and_passes_bugs_on(
 
     user_error = _caught(lambda: prepare_products(pd.DataFrame(), {}))
     sys.excepthook(type(user_error), user_error, user_error.__traceback__)
-    bug = _caught(lambda: metrics.paired_significance([0.1], [0.1, 0.2]))
+    bug = _caught(lambda: promotion.paired_significance([0.1], [0.1, 0.2]))
     sys.excepthook(type(bug), bug, bug.__traceback__)
 
     assert capsys.readouterr().err == f"\nError: {user_error}\n"

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from product_search.providers import FAILURE_COLUMNS, QueryGenerationError
-from product_search.providers.claude import TOOL_NAME, generate_with_claude
+from product_search.providers.claude import generate_with_claude
+from product_search.providers.claude_prompt import TOOL_NAME
 
 MODEL = "claude-test-model"
 TYPES = ["specific", "general", "need_based", "attribute_focused"]

@@ -3,8 +3,8 @@
 Each product costs one Messages API call (plus retries). Answers are cached by
 (model, prompt version, query count, query types, product text) and written as
 soon as they arrive, so a rerun, or a run after a crash, asks only for what is
-missing. Changing ``PROMPT_TEMPLATE`` or ``QUERY_TYPE_GUIDE`` therefore means
-bumping ``prompt_version`` in the parameters.
+missing. What is asked and how the answer is checked is in
+:mod:`product_search.providers.claude_prompt`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any
 
 import anthropic
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tenacity import (
     Retrying,
     before_sleep_log,
@@ -36,71 +35,19 @@ from product_search.providers import (
     PROVIDER_COLUMNS,
     QueryGenerationError,
 )
+from product_search.providers.claude_prompt import (
+    QUERY_TYPE_GUIDE,
+    TOOL_NAME,
+    MalformedAnswerError,
+    build_prompt,
+    parse_answer,
+    record_queries_tool,
+)
 
 logger = logging.getLogger(__name__)
 
 PROVIDER = "claude"
-TOOL_NAME = "record_queries"
 MAX_RETRY_WAIT_S = 60.0
-
-QUERY_TYPE_GUIDE = {
-    "specific": (
-        "the shopper already knows what they want and names it: the brand, "
-        "product line or model (e.g. 'lodge 10 inch cast iron skillet')"
-    ),
-    "general": (
-        "the broad category a shopper types while still browsing, without "
-        "brand or model (e.g. 'frying pan', 'running shoes')"
-    ),
-    "need_based": (
-        "the problem, situation or recipient the product is for, not the "
-        "product itself (e.g. 'gift for someone who loves cooking', "
-        "'shoes for a rainy hike')"
-    ),
-    "attribute_focused": (
-        "a concrete attribute the shopper filters on, such as material, size, "
-        "colour, capacity or a feature (e.g. '12 inch nonstick pan oven safe')"
-    ),
-}
-
-PROMPT_TEMPLATE = """\
-You are helping to build the search engine of an online store. Write \
-{count} realistic search queries that different shoppers would type into the \
-store's search box when this product is exactly what they are looking for.
-
-<product>
-Title: {title}
-Brand: {brand}
-Category: {category}
-Price: {price}
-Description: {description}
-</product>
-
-Spread the {count} queries over these query types, as evenly as the count \
-allows:
-{query_types}
-
-Write the way shoppers type: short (usually 2 to 8 words), lowercase, no \
-quotation marks, no numbering. Use the words a shopper would use rather than \
-copying the title. Every query must be different, and only specific queries \
-may name the brand or model.
-
-Record exactly {count} queries with the {tool_name} tool."""
-
-
-class _Query(BaseModel):
-    model_config = ConfigDict(str_strip_whitespace=True)
-
-    query: str = Field(min_length=1)
-    query_type: str
-
-
-class _Answer(BaseModel):
-    queries: list[_Query] = Field(min_length=1)
-
-
-class _MalformedAnswerError(Exception):
-    """Claude answered, but not with a usable ``record_queries`` call."""
 
 
 class _RunStoppedError(Exception):
@@ -152,10 +99,11 @@ def generate_with_claude(
     and the run goes on. A rejected key or unknown model stops the run with a
     ``QueryGenerationError``, and so do more than ``max_failures`` failed
     products, as soon as they are reached (an unreachable API or a broken
-    prompt would otherwise cost every product its retries). Without ``client``, one is built from
-    ``credentials`` (``api_key``, ``auth_token``, ``base_url``: the catalog's
-    ``anthropic`` credentials), and only when some product is not cached yet;
-    what they leave unset, the SDK looks up itself (a profile, for instance). There is no temperature: API version
+    prompt would otherwise cost every product its retries). Without
+    ``client``, one is built from ``credentials`` (``api_key``, ``auth_token``,
+    ``base_url``: the catalog's ``anthropic`` credentials), and only when some
+    product is not cached yet; what they leave unset, the SDK looks up itself
+    (a profile, for instance). There is no temperature: API version
     2026-10-21, which anthropic>=2 sends, rejects sampling parameters.
 
     Returns:
@@ -193,7 +141,7 @@ def generate_with_claude(
             request={
                 "model": model,
                 "max_tokens": max_tokens,
-                "tools": [_record_queries_tool(query_types, queries_per_product)],
+                "tools": [record_queries_tool(query_types, queries_per_product)],
                 "tool_choice": {"type": "tool", "name": TOOL_NAME},
             },
             query_types=query_types,
@@ -308,60 +256,6 @@ def _client_from_credentials(
     return client
 
 
-def _record_queries_tool(query_types: list[str], count: int) -> dict[str, Any]:
-    return {
-        "name": TOOL_NAME,
-        "description": (
-            f"Record the {count} shopper search queries written for the product."
-        ),
-        "input_schema": {
-            "type": "object",
-            "properties": {
-                "queries": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "query": {
-                                "type": "string",
-                                "minLength": 1,
-                                "description": "What the shopper types.",
-                            },
-                            "query_type": {"type": "string", "enum": query_types},
-                        },
-                        "required": ["query", "query_type"],
-                    },
-                }
-            },
-            "required": ["queries"],
-        },
-    }
-
-
-def build_prompt(
-    product: dict[str, Any], queries_per_product: int, query_types: list[str]
-) -> str:
-    """The user message for one product (a prepared ``products`` row)."""
-    price = product["price"]
-    return PROMPT_TEMPLATE.format(
-        count=queries_per_product,
-        title=_shown(product["title"]),
-        brand=_shown(product["brand"]),
-        category=_shown(product["category"]),
-        price="not given" if pd.isna(price) else f"{float(price):.2f}",
-        description=_shown(product["description"]),
-        query_types="\n".join(f"- {t}: {QUERY_TYPE_GUIDE[t]}" for t in query_types),
-        tool_name=TOOL_NAME,
-    )
-
-
-def _shown(value: Any) -> str:
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return "not given"
-    return str(value).strip() or "not given"
-
-
 def _ask_all(
     ask: partial[_Outcome],
     to_ask: list[tuple[int, dict[str, Any], str]],
@@ -442,7 +336,7 @@ def _ask_claude(
         )
         outcome.input_tokens += message.usage.input_tokens
         outcome.output_tokens += message.usage.output_tokens
-        return _parse_answer(
+        return parse_answer(
             message, query_types, queries_per_product, request["max_tokens"]
         )
 
@@ -467,7 +361,7 @@ def _ask_claude(
             raise QueryGenerationError(fatal) from None
         outcome.error = _describe(error)
         return outcome
-    except (anthropic.APIConnectionError, _MalformedAnswerError) as error:
+    except (anthropic.APIConnectionError, MalformedAnswerError) as error:
         outcome.error = _describe(error)
         return outcome
     cache.put(
@@ -483,44 +377,11 @@ def _ask_claude(
     return outcome
 
 
-def _parse_answer(
-    message: anthropic.types.Message,
-    query_types: list[str],
-    queries_per_product: int,
-    max_tokens: int,
-) -> list[dict[str, str]]:
-    """The validated queries of a ``record_queries`` call, at most the count asked."""
-    if message.stop_reason == "max_tokens":
-        raise _MalformedAnswerError(f"the answer was cut off at {max_tokens} tokens")
-    call = next(
-        (
-            block
-            for block in message.content
-            if block.type == "tool_use" and block.name == TOOL_NAME
-        ),
-        None,
-    )
-    if call is None:
-        raise _MalformedAnswerError(f"no {TOOL_NAME} tool call in the answer")
-    try:
-        answer = _Answer.model_validate(call.input)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}"
-            for problem in error.errors()[:3]
-        )
-        raise _MalformedAnswerError(problems) from None
-    unknown = sorted({q.query_type for q in answer.queries} - set(query_types))
-    if unknown:
-        raise _MalformedAnswerError(f"unknown query type(s) {unknown}")
-    return [q.model_dump() for q in answer.queries[:queries_per_product]]
-
-
 def _is_transient(error: BaseException) -> bool:
     """Worth another try: rate limits, overload, 5xx, timeouts, bad answers."""
     if isinstance(error, anthropic.APIStatusError):
         return error.status_code in (408, 429) or error.status_code >= 500
-    return isinstance(error, (anthropic.APIConnectionError, _MalformedAnswerError))
+    return isinstance(error, (anthropic.APIConnectionError, MalformedAnswerError))
 
 
 def _fatal_message(error: anthropic.APIStatusError, model: str) -> str | None:
@@ -546,7 +407,7 @@ def _fatal_message(error: anthropic.APIStatusError, model: str) -> str | None:
 
 def _describe(error: Exception) -> str:
     """The reason recorded in the failures frame."""
-    if isinstance(error, _MalformedAnswerError):
+    if isinstance(error, MalformedAnswerError):
         return f"malformed answer: {error}"
     if isinstance(error, anthropic.APITimeoutError):
         return "request timed out"

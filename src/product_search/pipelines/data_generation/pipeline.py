@@ -2,15 +2,11 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import (
-    filter_queries,
-    generate_queries,
-    mix_query_sources,
-    prepare_products,
-    prepare_search_logs,
-    report_data_quality,
-    split_queries,
-)
+from .products import prepare_products
+from .quality import report_data_quality
+from .queries import filter_queries, generate_queries
+from .search_logs import prepare_search_logs
+from .split import mix_query_sources, split_queries
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -11,12 +11,10 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
-from product_search.metrics import graded_metrics, ranked_run
 from product_search.search.rerank import reranked_search
 from product_search.search.table import Hit, Mode
 from product_search.service.deps import (
@@ -25,8 +23,8 @@ from product_search.service.deps import (
     Served,
     ServedDep,
     SettingsDep,
-    check_search,
     require_api_key,
+    search_k,
 )
 from product_search.service.schemas import (
     ReviewColumn,
@@ -35,6 +33,7 @@ from product_search.service.schemas import (
     ReviewResponse,
     filters_json,
 )
+from product_search.text import normalise_query
 
 router = APIRouter(tags=["review"])
 
@@ -42,38 +41,13 @@ router = APIRouter(tags=["review"])
 NDCG_AT = 10
 
 
-def normalise_query(text: str) -> str:
-    """How a query is looked up in the judgments: case and spacing aside."""
-    return " ".join(text.casefold().split())
-
-
-def judgments_by_query(
-    judged_queries: pd.DataFrame, relevance_judgments: pd.DataFrame
-) -> dict[str, dict[str, int]]:
-    """The catalog's ``judged_queries`` and ``relevance_judgments`` as
-    ``{normalised query: {product_id: relevance}}``, keeping, as the
-    evaluation does, only the queries with a product judged relevant."""
-    texts = dict(
-        zip(
-            judged_queries["query_id"].astype(str),
-            judged_queries["query"].astype(str),
-            strict=True,
-        )
-    )
-    grades: dict[str, dict[str, int]] = {}
-    for row in relevance_judgments.itertuples(index=False):
-        grade = int(float(row.relevance))
-        grades.setdefault(str(row.query_id), {})[str(row.product_id)] = grade
-    return {
-        normalise_query(texts[query_id]): judged
-        for query_id, judged in grades.items()
-        if query_id in texts and max(judged.values()) > 0
-    }
-
-
 def ndcg(hits: list[Hit], grades: Mapping[str, int]) -> float:
     """NDCG@10 of ``hits`` in their order, by :func:`graded_metrics` (ranx,
     linear gains), scored as the evaluation scores a served order."""
+    # Here, not at the top: ranx brings numba and scipy, which the service
+    # would otherwise import at start-up for a page few requests use.
+    from product_search.metrics import graded_metrics, ranked_run  # noqa: PLC0415
+
     metric = f"ndcg@{NDCG_AT}"
     run = ranked_run([hit.product_id for hit in hits])
     return graded_metrics({"query": grades}, {"query": run}, [metric])[metric]["query"]
@@ -171,8 +145,7 @@ async def review(
     reranked, each among the products that match the filters; each hit with
     its scores and, for a judged query, its grade, and each column with its
     NDCG@10 (of its first 10 hits, whatever k)."""
-    k = settings.default_k if body.k is None else body.k
-    check_search(body.query, k, settings)
+    k = search_k(body.query, body.k, settings)
     encoders = [served.encoder]
     if served.base_encoder is not None and served.base_table is not None:
         encoders.append(served.base_encoder)
