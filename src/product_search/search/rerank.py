@@ -8,7 +8,6 @@ that it runs per request: it reads every (query, product) pair anew.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -16,8 +15,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from product_search.search.analyzer import analyze
-from product_search.search.bm25 import LexicalIndex
 from product_search.search.table import Hit, Mode, SearchOptions, SearchTable
 
 
@@ -92,8 +89,8 @@ def rerank(
     """The first ``top_n`` hits ordered by the reranker's score blended with
     their retrieval score (see :func:`blended_order`), each with its
     ``rerank_score``; the rest after them as they were. Pairs are scored in
-    batches of ``batch_size``: on 2 cores, 50 pairs through MiniLM's six int8
-    layers took 115 ms in batches of 16 and 197 ms in one batch."""
+    batches of ``batch_size``: a batch pads every pair to its longest, so on
+    CPU small batches run faster than one batch of all the hits."""
     head, tail = list(hits[:top_n]), list(hits[top_n:])
     if not head:
         return list(hits)
@@ -154,50 +151,3 @@ def reranked_search(
         reranker.model, query, hits, top_n=reranker.top_n,
         columns=reranker.columns, weight=reranker.weight,
     )[:k]  # fmt: skip
-
-
-def _top(scores: np.ndarray, depth: int) -> list[int]:
-    """Indices of the ``depth`` highest scores, best first (ties by index)."""
-    depth = min(depth, len(scores))
-    if depth <= 0:
-        return []
-    top = np.argpartition(-scores, depth - 1)[:depth]
-    return sorted(top.tolist(), key=lambda i: (-scores[i], i))
-
-
-def lane_candidates(
-    queries: Sequence[str],
-    query_vectors: np.ndarray,
-    product_vectors: np.ndarray,
-    lexical: LexicalIndex,
-    *,
-    skip_top: int,
-    depth: int,
-) -> list[list[int]]:
-    """For each query, the rows of the products its dense lane (cosine of unit
-    vectors) and its lexical lane (BM25, OR of the terms) rank from
-    ``skip_top + 1`` to ``depth``, interleaved lane by lane, best first,
-    without repeats. The very top is skipped: it may hold true positives the
-    training pairs do not name."""
-    postings: dict[int, list[tuple[int, float]]] = {}
-    for row, weights in enumerate(lexical.weights):
-        for term_id, weight in weights.items():
-            postings.setdefault(term_id, []).append((row, weight))
-    found = []
-    for start in range(0, len(queries), 1024):
-        dense = query_vectors[start : start + 1024] @ product_vectors.T
-        for offset, query in enumerate(queries[start : start + 1024]):
-            bm25: dict[int, float] = {}
-            for term in analyze(query):
-                for row, weight in postings.get(lexical.term_ids.get(term, -1), ()):
-                    bm25[row] = bm25.get(row, 0.0) + weight
-            lexical_top = sorted(bm25, key=lambda r: (-bm25[r], r))[skip_top:depth]
-            dense_top = _top(dense[offset], depth)[skip_top:]
-            merged = [
-                row
-                for pair in itertools.zip_longest(dense_top, lexical_top)
-                for row in pair
-                if row is not None
-            ]
-            found.append(list(dict.fromkeys(merged)))
-    return found

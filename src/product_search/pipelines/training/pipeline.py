@@ -2,7 +2,8 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import model_to_track, train_model, train_reranker
+from .embedding import model_to_track, train_model
+from .reranker import train_reranker
 
 
 def create_pipeline(**kwargs) -> Pipeline:
