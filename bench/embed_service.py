@@ -60,7 +60,7 @@ import psutil
 from common import environment, provenance
 
 from product_search.datasets import model_id
-from product_search.search.onnx import export_onnx
+from product_search.onnx_export import export_onnx
 from product_search.service.project import project_catalog, served_model_and_table
 
 PROJECT = Path(__file__).resolve().parents[1]

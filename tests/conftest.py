@@ -63,7 +63,7 @@ def reranker_base():
 @pytest.fixture(scope="session")
 def onnx_export(base_model):
     """all-MiniLM-L6-v2 exported to ONNX, fp32 and int8 (~5 s, once)."""
-    from product_search.search.onnx import export_onnx  # noqa: PLC0415
+    from product_search.onnx_export import export_onnx  # noqa: PLC0415
 
     return export_onnx(base_model, "all-MiniLM-L6-v2", int8=True)
 

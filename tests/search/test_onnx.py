@@ -10,8 +10,10 @@ import onnx
 import pytest
 import torch
 from kedro.io.core import DatasetError
+from sentence_transformers import SentenceTransformer
 
 from product_search.datasets import OnnxModelDataset, model_id
+from product_search.onnx_export import export_onnx
 from product_search.search.index import unit_vectors
 from product_search.search.onnx import OnnxEncoder, OnnxReranker
 
@@ -45,6 +47,23 @@ def test_a_text_gets_the_same_vector_alone_or_in_a_batch(onnx_export):
     np.testing.assert_allclose(together, alone, atol=1e-6)
 
 
+def test_without_normalising_the_vectors_are_the_graphs_own(base_model):
+    # all-MiniLM-L6-v2 ends in a Normalize module; without it the model, and
+    # its graph, give mean-pooled vectors, which are not of length 1.
+    pooled = SentenceTransformer(modules=[base_model[0], base_model[1]])
+    encoder = OnnxEncoder(export_onnx(pooled, "pooled"), threads=1)
+    expected = pooled.encode(TEXTS, normalize_embeddings=False)
+
+    raw = encoder.encode(TEXTS, batch_size=2, normalize_embeddings=False)
+    unit = encoder.encode(TEXTS, batch_size=2)
+
+    np.testing.assert_allclose(raw, expected, rtol=1e-4, atol=1e-4)
+    norms = np.linalg.norm(raw, axis=1)
+    assert np.abs(norms - 1).min() > 0.1
+    np.testing.assert_allclose(unit, raw / norms[:, None], atol=1e-6)
+    assert raw.dtype == unit.dtype == np.float32
+
+
 def test_int8_vectors_stay_close_to_fp32(onnx_export):
     fp32 = OnnxEncoder(onnx_export, "fp32").encode(TEXTS)
     int8 = OnnxEncoder(onnx_export, "int8").encode(TEXTS)
@@ -66,8 +85,6 @@ def test_encoder_speaks_the_evaluations_interface(onnx_export):
 
 
 def test_export_traces_plain_attention_and_leaves_the_model_as_it_was(base_model):
-    from product_search.search.onnx import export_onnx  # noqa: PLC0415
-
     transformer = base_model[0].model
     assert transformer.config._attn_implementation == "sdpa"
 
@@ -79,8 +96,6 @@ def test_export_traces_plain_attention_and_leaves_the_model_as_it_was(base_model
 
 
 def test_missing_variant_is_refused(base_model):
-    from product_search.search.onnx import export_onnx  # noqa: PLC0415
-
     export = export_onnx(base_model, "m")
 
     assert sorted(export.graphs) == ["fp32"]
@@ -140,8 +155,6 @@ def reranker_export(reranker_base):
     """The untrained cross-encoder, exported (~5 s)."""
     import copy  # noqa: PLC0415
 
-    from product_search.search.onnx import export_onnx  # noqa: PLC0415
-
     model = copy.deepcopy(reranker_base)
     model.max_seq_length = 32  # the long pair is truncated, as in predict
     return model, export_onnx(model, "reranker", int8=True)
@@ -165,7 +178,6 @@ def test_reranker_scores_equal_predicts_within_1e_5(reranker_export):
 
 def test_a_mean_pooled_shallow_reranker_exports_its_scores_too():
     from product_search.datasets import CrossEncoderModelDataset  # noqa: PLC0415
-    from product_search.search.onnx import export_onnx  # noqa: PLC0415
 
     model = CrossEncoderModelDataset(
         model_name_or_path="sentence-transformers/all-MiniLM-L6-v2",

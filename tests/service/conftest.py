@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from product_search.pipelines.deployment.nodes import index_products
+from product_search.search.indexing import index_products
 from product_search.service import create_app
 from product_search.service.deps import Served, get_served
 from product_search.service.encoder import Encoder, TorchBackend

@@ -44,18 +44,31 @@ def test_the_export_of_the_served_model_is_used_unless_torch_is_asked_for(
 def test_auto_falls_back_to_torch_without_an_export_of_the_served_model(
     base_model, onnx_export, caplog
 ):
+    fallbacks = []
     with caplog.at_level(logging.WARNING):
-        chosen = build_backend(ServiceSettings(), base_model, onnx_export)
+        chosen = build_backend(ServiceSettings(), base_model, onnx_export, fallbacks)
 
     assert isinstance(chosen, TorchBackend)
     assert "The ONNX export is of all-MiniLM-L6-v2, not of the served" in caplog.text
-    assert isinstance(build_backend(ServiceSettings(), base_model, None), TorchBackend)
+    # Kept for /health, which reports it (tests/service/test_fallbacks.py).
+    [fallback] = fallbacks
+    assert fallback.startswith("The ONNX export is of all-MiniLM-L6-v2, not of the")
+    assert "encoding in PyTorch" in fallback
+    # Before the first export, auto means torch: no fallback.
+    chosen = build_backend(ServiceSettings(), base_model, None, fallbacks)
+    assert isinstance(chosen, TorchBackend)
+    assert len(fallbacks) == 1
 
 
 def test_onnx_without_an_export_says_how_to_make_one(base_model, onnx_export):
-    for export in (None, onnx_export):
-        with pytest.raises(RuntimeError, match="kedro run --pipeline deployment"):
+    whys = [
+        (None, "There is no ONNX export of"),
+        (onnx_export, "The ONNX export is of"),
+    ]
+    for export, why in whys:
+        with pytest.raises(RuntimeError, match="kedro run --pipeline deployment") as e:
             build_backend(ServiceSettings(backend="onnx"), base_model, export)
+        assert why in str(e.value)
 
 
 def test_embed_and_search_through_onnx_match_torch(

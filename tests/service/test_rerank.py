@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from product_search.datasets import CrossEncoderModelDataset
-from product_search.search.onnx import OnnxReranker, export_onnx
+from product_search.onnx_export import export_onnx
+from product_search.search.onnx import OnnxReranker
 from product_search.search.rerank import Reranker
 from product_search.service.deps import Served
 from product_search.service.project import served_reranker

@@ -21,8 +21,8 @@ from product_search.datasets import OptionalCSVDataset, model_id
 from product_search.search.rerank import Reranker
 from product_search.service.deps import Served
 from product_search.service.encoder import Encoder
+from product_search.service.judgments import judgments_by_query
 from product_search.service.project import review_base, review_judgments
-from product_search.service.routes.review import judgments_by_query
 from product_search.service.settings import ServiceSettings
 from tests import pg
 from tests.service.conftest import serving

@@ -255,6 +255,7 @@ def test_health_shows_model_and_table_version(client, deployed_table):
         "reranker_reason": None,
         "promotion": None,
         "api_key_required": False,
+        "fallbacks": [],
         "detail": None,
     }
 
@@ -330,8 +331,15 @@ def test_health_flags_a_table_built_by_another_model(
     products = product_index.products.assign(model="data/06_models/other@v1")
     other.save(dataclasses.replace(product_index, products=products))
 
-    body = make_client(other).get("/health").json()
+    response = make_client(other).get("/health")
 
-    assert body["status"] == "ok"
+    # Searches answer, but compare vectors of two models: degraded, not down.
+    body = response.json()
+    assert (response.status_code, body["status"]) == (200, "degraded")
     assert body["table"]["model"] == "data/06_models/other@v1"
     assert body["model_matches_table"] is False
+    assert body["fallbacks"] == []
+    assert (
+        f"holds vectors of data/06_models/other@v1 but the service encodes "
+        f"queries with {MODEL}" in body["detail"]
+    )

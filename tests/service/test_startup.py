@@ -96,6 +96,66 @@ def test_the_command_says_why_it_cannot_start(argv, message, tmp_path, capsys):
     assert "Traceback" not in error
 
 
+# Run in a fresh interpreter: records who imports ranx, numba and scipy while
+# the service's modules are imported and its app is built.
+IMPORTERS = """
+import importlib.abc, json, sys
+
+WATCHED = ("ranx", "numba", "scipy")
+MACHINERY = ("importlib", "_frozen_importlib", "_frozen_importlib_external")
+importers = {}
+
+
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        top = name.partition(".")[0]
+        if top in WATCHED:
+            frame = sys._getframe(1)
+            while frame is not None:
+                module = frame.f_globals.get("__name__", "")
+                if not module.startswith((*MACHINERY, top)):
+                    importers.setdefault(top, set()).add(module)
+                    break
+                frame = frame.f_back
+        return None
+
+
+sys.meta_path.insert(0, Watch())
+from product_search.service.main import create_app
+
+create_app()
+loaded = [top for top in WATCHED if top in sys.modules]
+print(json.dumps({"loaded": loaded, "importers": {k: sorted(v) for k, v in importers.items()}}))
+"""
+
+
+def test_the_service_starts_without_the_evaluations_libraries():
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTERS],
+        cwd=PROJECT,
+        env=os.environ | {"KEDRO_DISABLE_TELEMETRY": "true"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+
+    # ranx (and its numba) score the review page's NDCG, imported on its
+    # first use, not at start-up.
+    assert "ranx" not in report["loaded"], report
+    assert "numba" not in report["loaded"], report
+    # sentence-transformers imports scipy itself (the served model needs it);
+    # no module of the service or the project asks for scipy.
+    ours = [
+        module
+        for modules in report["importers"].values()
+        for module in modules
+        if module.startswith("product_search")
+    ]
+    assert ours == [], report
+
+
 def test_the_lifespan_loads_what_the_app_serves_and_releases_it(
     encoder, deployed_table
 ):
@@ -264,6 +324,11 @@ def test_sigterm_stops_the_service_and_the_embedded_database_it_started(
     log = "".join(output)
 
     assert (health.status_code, health.json()["status"]) == (200, "no_table"), log
+    # Nothing trained yet: the base model, said so (no_table says more).
+    assert any(
+        fallback.startswith("No fine-tuned model to serve")
+        for fallback in health.json()["fallbacks"]
+    )
     # Java's HttpClient's requests (Upgrade: h2c) answered as plain HTTP/1.1.
     assert_embeddings_of_texts(h2c, base_model)
     assert "Unsupported upgrade request" not in log
@@ -354,3 +419,5 @@ def test_without_a_reranker_health_says_reranker_null_and_why(
         assert (body["reranker"], body["reranker_reason"]) == (None, reason)
         assert body["table"]["reranker"] == shipped
         assert "Cannot load" not in caplog.text
+        # Switched off on purpose, not a fallback: the service is healthy.
+        assert (body["status"], body["fallbacks"]) == ("ok", [])

@@ -1,4 +1,5 @@
-"""A Kedro dataset for a model exported to ONNX (see product_search.search.onnx)."""
+"""A Kedro dataset for a model exported to ONNX (made by
+product_search.onnx_export, run by product_search.search.onnx)."""
 
 from __future__ import annotations
 

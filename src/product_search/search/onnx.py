@@ -1,30 +1,26 @@
-"""A sentence-transformers model exported to ONNX and run with ONNX Runtime.
+"""Models exported to ONNX, run with ONNX Runtime: what the service and the
+evaluation run (:mod:`product_search.onnx_export` makes the exports).
 
-On 2 CPU cores ONNX Runtime encodes a short query several times faster than
-torch with the same vectors (bench/results/embed_service.md). The whole model
-is exported, pooling and normalisation included, so the ONNX graph computes
-exactly what ``SentenceTransformer.encode`` does; the tokenizer is the model's
-own. A ``CrossEncoder`` (the reranker) is exported the same way, up to its
-logits; :class:`OnnxReranker` applies its activation as ``predict`` does. ``sentence-transformers[onnx]`` (optimum) does not install beside
-transformers 5, hence ``torch.onnx.export`` and ``onnxruntime`` directly.
+On CPU, ONNX Runtime encodes a short query several times faster than torch
+with the same vectors (bench/embed_service.py measures it). An embedding
+model's graph computes what ``SentenceTransformer.encode`` does, pooling and
+any normalisation module of the model included; a reranker's graph stops at
+its logits, and :class:`OnnxReranker` applies its activation as
+``CrossEncoder.predict`` does. Each runs with the model's own tokenizer.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import tempfile
-import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import onnxruntime as ort
 import torch
-from sentence_transformers import CrossEncoder, SentenceTransformer
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 Variant = Literal["fp32", "int8"]
 VARIANTS: tuple[Variant, ...] = ("fp32", "int8")
@@ -64,118 +60,6 @@ class OnnxExport:
         }
 
 
-class _Forward(torch.nn.Module):
-    """A model's forward pass from named tensors to one output: the sentence
-    embedding of a ``SentenceTransformer``, the logits of a ``CrossEncoder``."""
-
-    def __init__(self, model: SentenceTransformer | CrossEncoder, input_names: tuple[str, ...]):  # fmt: skip
-        super().__init__()
-        self.model = model
-        self.input_names = input_names
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        features = dict(zip(self.input_names, inputs, strict=True))
-        output = (
-            "scores" if isinstance(self.model, CrossEncoder) else "sentence_embedding"
-        )
-        return self.model(features)[output]
-
-
-@contextlib.contextmanager
-def _eager_attention(model: torch.nn.Module) -> Iterator[None]:
-    """``model``'s transformers run plain (eager) attention for a while.
-    Traced through PyTorch's fused attention, the graph carries the mask
-    arithmetic of that path: the int8 reranker read 50 candidates in p50 67 /
-    p95 89 ms on 2 cores, traced eagerly in 52 / 74 ms, the same scores."""
-    models = [m for m in model.modules() if isinstance(m, PreTrainedModel)]
-    before = [m.config._attn_implementation for m in models]
-    for m in models:
-        m.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        for m, implementation in zip(models, before, strict=True):
-            m.set_attn_implementation(implementation)
-
-
-def export_onnx(
-    model: SentenceTransformer | CrossEncoder,
-    model_id: str,
-    *,
-    int8: bool = False,
-    opset: int = 17,
-) -> OnnxExport:
-    """Export ``model`` (named ``model_id``), an embedding model or a
-    reranker, to an fp32 ONNX graph, plus an int8 one by dynamic quantisation
-    of its weights when ``int8``."""
-    tokenizer = model.tokenizer
-    input_names = tuple(tokenizer.model_input_names)
-    reranker = isinstance(model, CrossEncoder)
-    first = ["a short query", "a longer query with more words"]
-    second = ["a product title", "a longer product title with more words"]
-    sample = tokenizer(
-        *((first, second) if reranker else (first + second,)),
-        padding=True,
-        return_tensors="pt",
-    )
-    output = "logits" if reranker else "sentence_embedding"
-    module = _Forward(model, input_names).to("cpu").eval()
-    buffer = io.BytesIO()
-    with torch.no_grad(), _eager_attention(model), warnings.catch_warnings():
-        # The tracer warns about Python branches on shapes; the graph is
-        # checked against torch's outputs by the tests.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            tuple(sample[name] for name in input_names),
-            buffer,
-            input_names=list(input_names),
-            output_names=[output],
-            dynamic_axes={
-                **{name: {0: "batch", 1: "sequence"} for name in input_names},
-                output: {0: "batch"},
-            },
-            opset_version=opset,
-            dynamo=False,
-        )
-    graphs = {"fp32": buffer.getvalue()}
-    if int8:
-        graphs["int8"] = _quantized(graphs["fp32"])
-    if reranker:
-        sigmoid = isinstance(model.activation_fn, torch.nn.Sigmoid)
-        return OnnxExport(
-            model_id=model_id,
-            dimension=int(model.num_labels),
-            max_seq_length=int(model.max_seq_length),
-            input_names=input_names,
-            graphs=graphs,
-            tokenizer=tokenizer,
-            kind="reranker",
-            activation="sigmoid" if sigmoid else "identity",
-        )
-    return OnnxExport(
-        model_id=model_id,
-        dimension=int(model.get_embedding_dimension()),
-        max_seq_length=int(model.max_seq_length),
-        input_names=input_names,
-        graphs=graphs,
-        tokenizer=tokenizer,
-    )
-
-
-def _quantized(graph: bytes) -> bytes:
-    """int8 weights, activations quantised on the fly (no calibration data)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
-
-    with tempfile.TemporaryDirectory() as folder:
-        source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
-        source.write_bytes(graph)
-        # Per-channel scales keep cosine to the fp32 vectors near 0.99;
-        # one scale per tensor drops it to about 0.95.
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True)
-        return target.read_bytes()
-
-
 def _session(
     export: OnnxExport, variant: Variant, threads: int | None, kind: Kind
 ) -> ort.InferenceSession:
@@ -194,9 +78,8 @@ def _session(
     # 0 lets ONNX Runtime use one thread per core.
     options.intra_op_num_threads = threads or 0
     options.inter_op_num_threads = 1
-    # Idle threads sleep rather than spin: on 2 cores a spinning thread
-    # takes the core the event loop needs (the service answered 390
-    # instead of 470 requests/s at 32 clients).
+    # Idle threads sleep rather than spin: on 2 cores a spinning thread takes
+    # the core the service's event loop needs, and it answers fewer requests.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(
         export.graphs[variant], options, providers=["CPUExecutionProvider"]
@@ -217,40 +100,65 @@ def _feeds(export: OnnxExport, *texts: list[str]) -> dict[str, np.ndarray]:
 
 
 def _by_length(
-    lengths: list[int], batch_size: int, show_progress_bar: bool, desc: str
-) -> Any:
+    lengths: list[int], batch_size: int, show_progress_bar: bool
+) -> Iterator[np.ndarray]:
     """Row indices in batches of ``batch_size``, longest first, so that little
     of a batch is padding (as ``SentenceTransformer.encode`` batches)."""
     order = np.argsort([-length for length in lengths], kind="stable")
-    starts = range(0, len(lengths), batch_size)
+    starts: Any = range(0, len(lengths), batch_size)
     if show_progress_bar:
         from tqdm.auto import tqdm  # noqa: PLC0415
 
-        starts = tqdm(starts, desc=desc)
+        starts = tqdm(starts, desc="Batches (ONNX)")
     return (order[start : start + batch_size] for start in starts)
 
 
-class OnnxEncoder:
-    """Encodes texts with one variant of an :class:`OnnxExport` into unit
-    vectors. It has ``encode``, ``encode_query`` and ``encode_document`` with
-    ``SentenceTransformer``'s arguments, so the evaluation scores it with the
-    code that scores torch models; the service uses ``encode(texts)``."""
+class _OnnxModel:
+    """A session on one variant of an export of the subclass's ``kind``, and
+    the loop that runs its graph over batches of inputs of similar length."""
+
+    kind: ClassVar[Kind]
+    output: ClassVar[str]
 
     def __init__(
         self, export: OnnxExport, variant: Variant = "fp32", threads: int | None = None
     ) -> None:
-        self.session = _session(export, variant, threads, "embedding")
+        self.session = _session(export, variant, threads, self.kind)
         self.export = export
         self.variant = variant
         self.model_id = export.model_id
-        self.dimension = export.dimension
         self.name = "onnx" if variant == "fp32" else f"onnx-{variant}"
 
-    def _run(self, texts: list[str]) -> np.ndarray:
-        feeds = _feeds(self.export, texts)
-        [vectors] = self.session.run(["sentence_embedding"], feeds)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    def _outputs(
+        self, rows: Sequence[tuple[str, ...]], batch_size: int, show_progress_bar: bool
+    ) -> np.ndarray:
+        """The graph's output for each row (one text, or a (query, text) pair),
+        ``export.dimension`` wide, in the order of ``rows``."""
+        outputs = np.empty((len(rows), self.export.dimension), dtype=np.float32)
+        lengths = [sum(len(text) for text in row) for row in rows]
+        for batch in _by_length(lengths, batch_size, show_progress_bar):
+            columns = zip(*(rows[index] for index in batch), strict=True)
+            feeds = _feeds(self.export, *(list(column) for column in columns))
+            [output] = self.session.run([self.output], feeds)
+            outputs[batch] = output
+        return outputs
+
+
+class OnnxEncoder(_OnnxModel):
+    """Encodes texts with one variant of an embedding model's
+    :class:`OnnxExport`. It has ``encode``, ``encode_query`` and
+    ``encode_document`` with ``SentenceTransformer``'s arguments, so the
+    evaluation scores it with the code that scores torch models; the service
+    uses ``encode(texts)``."""
+
+    kind = "embedding"
+    output = "sentence_embedding"
+
+    def __init__(
+        self, export: OnnxExport, variant: Variant = "fp32", threads: int | None = None
+    ) -> None:
+        super().__init__(export, variant, threads)
+        self.dimension = export.dimension
 
     def encode(
         self,
@@ -258,17 +166,21 @@ class OnnxEncoder:
         batch_size: int = 8,
         convert_to_tensor: bool = False,
         show_progress_bar: bool = False,
+        normalize_embeddings: bool = True,
         **_: Any,
     ) -> np.ndarray | torch.Tensor:
-        """Unit vectors, one row per text."""
+        """One embedding per text: unit vectors, unless
+        ``normalize_embeddings`` is False, which gives what the graph outputs,
+        as ``SentenceTransformer.encode`` does (unit vectors all the same for
+        a model that ends in a normalisation module, as all-MiniLM-L6-v2
+        does). True by default, unlike there: the service and the table want
+        unit vectors."""
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
-        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)
-        lengths = [len(text) for text in texts]
-        for rows in _by_length(
-            lengths, batch_size, show_progress_bar, "Batches (ONNX)"
-        ):
-            vectors[rows] = self._run([texts[row] for row in rows])
+        vectors = self._outputs([(text,) for text in texts], batch_size, show_progress_bar)  # fmt: skip
+        if normalize_embeddings:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
         result = vectors[0] if single else vectors
         return torch.from_numpy(result) if convert_to_tensor else result
 
@@ -276,28 +188,14 @@ class OnnxEncoder:
     encode_document = encode
 
 
-class OnnxReranker:
+class OnnxReranker(_OnnxModel):
     """Scores (query, text) pairs with one variant of a reranker's
     :class:`OnnxExport`: ``predict`` with ``CrossEncoder.predict``'s
     arguments and scores (its activation over the logits), so that
     :func:`product_search.search.rerank.rerank` runs either."""
 
-    def __init__(
-        self, export: OnnxExport, variant: Variant = "fp32", threads: int | None = None
-    ) -> None:
-        self.session = _session(export, variant, threads, "reranker")
-        self.export = export
-        self.variant = variant
-        self.model_id = export.model_id
-        self.name = "onnx" if variant == "fp32" else f"onnx-{variant}"
-
-    def _run(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        feeds = _feeds(self.export, [q for q, _ in pairs], [t for _, t in pairs])
-        [logits] = self.session.run(["logits"], feeds)
-        logits = logits[:, 0] if self.export.dimension == 1 else logits
-        if self.export.activation == "sigmoid":
-            return 1.0 / (1.0 + np.exp(-logits))
-        return logits
+    kind = "reranker"
+    output = "logits"
 
     def predict(
         self,
@@ -308,14 +206,10 @@ class OnnxReranker:
         **_: Any,
     ) -> np.ndarray | torch.Tensor:
         """One score per pair (one row of scores with several labels)."""
-        pairs = [tuple(pair) for pair in sentences]
-        shape = (len(pairs),) + (
-            () if self.export.dimension == 1 else (self.export.dimension,)
-        )
-        scores = np.empty(shape, dtype=np.float32)
-        lengths = [len(query) + len(text) for query, text in pairs]
-        for rows in _by_length(
-            lengths, batch_size, show_progress_bar, "Batches (ONNX)"
-        ):
-            scores[rows] = self._run([pairs[row] for row in rows])
+        pairs = [(query, text) for query, text in sentences]
+        scores = self._outputs(pairs, batch_size, show_progress_bar)
+        if self.export.dimension == 1:
+            scores = scores[:, 0]
+        if self.export.activation == "sigmoid":
+            scores = (1.0 / (1.0 + np.exp(-scores))).astype(np.float32)
         return scores if convert_to_numpy else torch.from_numpy(scores)

@@ -1,5 +1,6 @@
-"""Dependencies of the routes: what the service serves, the settings, and the
-checks of request sizes against the settings."""
+"""Dependencies of the routes: what the service serves, the settings, the
+checks of requests against the settings, and the answers to the errors a
+route may raise."""
 
 from __future__ import annotations
 
@@ -9,12 +10,19 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from product_search.search.rerank import Reranker
-from product_search.search.table import SearchOptions, SearchTable
-from product_search.service.encoder import Encoder
+from product_search.search.table import (
+    FilterError,
+    SearchError,
+    SearchOptions,
+    SearchTable,
+)
+from product_search.service.encoder import Encoder, QueueFullError
 from product_search.service.schemas import ErrorResponse
 from product_search.service.settings import ServiceSettings
 
@@ -26,13 +34,15 @@ class Served:
 
     ``promotion`` reads the promotion gate's last decision for /health;
     ``reranker``, when given, reorders the top hits of /search;
-    ``reranker_reason`` says why there is none.
+    ``reranker_reason`` says why there is none. ``fallbacks`` are what it
+    serves in place of what the project asked for, each with its reason (see
+    :mod:`product_search.service.fallbacks`): /health reports them, degraded.
 
     The review page (``GET /``) compares, where given: ``base_encoder`` over
     ``base_table`` (the base model and its vectors, the evaluation's
     ``evaluation_base`` table) beside the served model, and grades the hits
     of a query found in ``judgments`` (``{normalised query: {product_id:
-    relevance}}``, see :func:`~product_search.service.routes.review.normalise_query`).
+    relevance}}``, see :func:`product_search.text.normalise_query`).
     """
 
     encoder: Encoder
@@ -44,6 +54,7 @@ class Served:
     base_encoder: Encoder | None = None
     base_table: SearchTable | None = None
     judgments: Mapping[str, Mapping[str, int]] | None = None
+    fallbacks: tuple[str, ...] = ()
 
 
 # Dependencies are coroutines: FastAPI runs a plain function in its thread
@@ -117,8 +128,11 @@ UNAUTHORIZED = {
         "(SEARCH_API_KEY).",
     }
 }
+#: What the service cannot answer now (the table cannot be read, or too many
+#: texts wait to be encoded) is unavailable, not broken: clients may retry.
+UNAVAILABLE_STATUS = 503
 UNAVAILABLE = {
-    503: {
+    UNAVAILABLE_STATUS: {
         "model": ErrorResponse,
         "description": "The database or the table is unavailable, or too many "
         "texts wait to be encoded (then with Retry-After).",
@@ -169,8 +183,11 @@ def check_texts(texts: list[str], settings: ServiceSettings) -> None:
         raise RequestValidationError(errors)
 
 
-def check_search(query: str, k: int, settings: ServiceSettings) -> None:
-    """Refuse a blank or too long query and a k out of range (422)."""
+def search_k(query: str, k: int | None, settings: ServiceSettings) -> int:
+    """The k a /search or /review request gets: its own, else
+    SEARCH_DEFAULT_K. A blank or too long query or a k out of range is
+    refused (422)."""
+    k = settings.default_k if k is None else k
     errors = text_errors("query", [query], settings)
     if not 1 <= k <= settings.max_k:
         errors.append(
@@ -181,3 +198,33 @@ def check_search(query: str, k: int, settings: ServiceSettings) -> None:
         )
     if errors:
         raise RequestValidationError(errors)
+    return k
+
+
+async def _table_unavailable(_request: Request, exc: SearchError) -> JSONResponse:
+    # Whatever keeps the table from being read keeps a search from answering.
+    return JSONResponse(status_code=UNAVAILABLE_STATUS, content={"detail": str(exc)})
+
+
+async def _queue_full(_request: Request, exc: QueueFullError) -> JSONResponse:
+    return JSONResponse(
+        status_code=UNAVAILABLE_STATUS,
+        content={"detail": str(exc)},
+        headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
+async def _bad_filter(request: Request, exc: FilterError) -> JSONResponse:
+    # Answered as FastAPI answers its own validation errors: one format.
+    errors = [validation_error(("filters",), str(exc))]
+    return await request_validation_exception_handler(
+        request, RequestValidationError(errors)
+    )
+
+
+#: The answer to each error a route lets through; the app registers them.
+EXCEPTION_HANDLERS: dict[type[Exception], Callable[..., Any]] = {
+    SearchError: _table_unavailable,
+    QueueFullError: _queue_full,
+    FilterError: _bad_filter,
+}

@@ -20,6 +20,7 @@ from sentence_transformers import SentenceTransformer
 from product_search.datasets import model_id
 from product_search.search.index import unit_vectors
 from product_search.search.onnx import OnnxEncoder, OnnxExport
+from product_search.service.fallbacks import fall_back
 from product_search.service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -51,30 +52,41 @@ class TorchBackend:
 
 
 def build_backend(
-    settings: ServiceSettings, model: SentenceTransformer, export: OnnxExport | None
+    settings: ServiceSettings,
+    model: SentenceTransformer,
+    export: OnnxExport | None,
+    fallbacks: list[str] | None = None,
 ) -> Backend:
     """The backend the service encodes with: the one place that picks it.
     ``export`` is the deployment's ONNX export, if there is one; it serves
-    only for the model it was exported from."""
+    only for the model it was exported from. An export of another model is
+    refused where ONNX is asked for, and a fallback to PyTorch (kept in
+    ``fallbacks``) where ``auto`` would have used it."""
     if settings.threads is not None:
         # The reranker runs in torch whatever the backend.
         torch.set_num_threads(settings.threads)
     served = model_id(model)
-    if export is not None and export.model_id != served:
-        logger.warning(
-            "The ONNX export is of %s, not of the served %s; rerun the deployment "
-            "pipeline to export it.",
-            export.model_id, served,
-        )  # fmt: skip
-        export = None
-    if settings.backend == "torch" or (settings.backend == "auto" and export is None):
+    if settings.backend == "torch":
         return TorchBackend(model, settings.max_batch_texts)
+    if export is not None and export.model_id == served:
+        return OnnxEncoder(export, settings.onnx_variant, settings.threads)
     if export is None:
+        missing = f"There is no ONNX export of {served}"
+    else:
+        missing = f"The ONNX export is of {export.model_id}, not of the served {served}"
+    if settings.backend == "onnx":
         raise RuntimeError(
-            f"SEARCH_BACKEND=onnx but there is no ONNX export of {served}: run "
-            "`kedro run --pipeline deployment`, or set SEARCH_BACKEND=auto."
+            f"SEARCH_BACKEND=onnx: {missing}. Run `kedro run --pipeline "
+            "deployment`, or set SEARCH_BACKEND=auto."
         )
-    return OnnxEncoder(export, settings.onnx_variant, settings.threads)
+    if export is not None:
+        fall_back(
+            fallbacks,
+            f"{missing}; encoding in PyTorch. Rerun the deployment pipeline to "
+            "export it.",
+            logger,
+        )
+    return TorchBackend(model, settings.max_batch_texts)
 
 
 class QueueFullError(Exception):

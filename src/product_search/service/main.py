@@ -14,15 +14,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from product_search import __version__
-from product_search.search.table import FilterError, SearchError
-from product_search.service.deps import Served, get_served, validation_error
-from product_search.service.encoder import QueueFullError
+from product_search.service.deps import EXCEPTION_HANDLERS, Served, get_served
 from product_search.service.project import serve_project
 from product_search.service.routes import embed, health, review, search
 from product_search.service.settings import ServiceSettings
@@ -64,33 +59,11 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.add_exception_handler(QueueFullError, _queue_full)
-    app.add_exception_handler(FilterError, _bad_filter)
-    app.add_exception_handler(SearchError, _table_unavailable)
+    for error, handler in EXCEPTION_HANDLERS.items():
+        app.add_exception_handler(error, handler)
     for module in (embed, search, health, review):
         app.include_router(module.router)
     return app
-
-
-async def _queue_full(_request: Request, exc: QueueFullError) -> JSONResponse:
-    return JSONResponse(
-        status_code=503,
-        content={"detail": str(exc)},
-        headers={"Retry-After": str(exc.retry_after)},
-    )
-
-
-async def _bad_filter(request: Request, exc: FilterError) -> JSONResponse:
-    # Answered as FastAPI answers its own validation errors: one format.
-    errors = [validation_error(("filters",), str(exc))]
-    return await request_validation_exception_handler(
-        request, RequestValidationError(errors)
-    )
-
-
-async def _table_unavailable(_request: Request, exc: SearchError) -> JSONResponse:
-    # Whatever keeps the table from being read keeps a search from answering.
-    return JSONResponse(status_code=503, content={"detail": str(exc)})
 
 
 def _loopback(host: str) -> bool:

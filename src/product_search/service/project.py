@@ -22,7 +22,8 @@ from product_search.search.rerank import Reranker
 from product_search.search.table import SearchError, SearchTable
 from product_search.service.deps import Served
 from product_search.service.encoder import Encoder, TorchBackend, build_backend
-from product_search.service.routes.review import judgments_by_query
+from product_search.service.fallbacks import fall_back
+from product_search.service.judgments import judgments_by_query
 from product_search.service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -35,25 +36,28 @@ def serve_project(
     """What the service serves from the Kedro project at
     ``settings.project_path`` (or from its ``catalog``, already read): the
     model of the table's vectors, the table, its reranker and fusion with the
-    settings in their place, and the promotion gate's last decision. The
-    table's connections, and its embedded database, are released on exit."""
+    settings in their place, the promotion gate's last decision, and each
+    fallback taken on the way (for /health). The table's connections, and its
+    embedded database, are released on exit."""
     if catalog is None:
         catalog = project_catalog(
             settings.project_path.resolve(), settings.env, settings.conf_source
         )
-    model, table, info = served_model_and_table(catalog)
+    fallbacks: list[str] = []
+    model, table, info = served_model_and_table(catalog, fallbacks)
     base_model, base_table = None, None
     try:
         export = None if settings.backend == "torch" else served_onnx(catalog)
         encoder = Encoder(
-            build_backend(settings, model, export),
+            build_backend(settings, model, export, fallbacks),
             max_batch_texts=settings.max_batch_texts,
             max_wait_ms=settings.max_wait_ms,
             max_queue_texts=settings.max_queue_texts,
         )
         _report_table(encoder, table)
-        reranker = settings.reranker(served_reranker(info, export, settings))
-        base_model, base_table = review_base(catalog, encoder.model_id)
+        reranker = settings.reranker(served_reranker(info, export, settings, fallbacks))
+        base_model, base_table = review_base(catalog, encoder.model_id, fallbacks)
+        judgments = review_judgments(catalog, fallbacks)
         yield Served(
             encoder=encoder,
             table=table,
@@ -65,7 +69,8 @@ def serve_project(
             if base_model is None
             else Encoder(TorchBackend(base_model, settings.max_batch_texts)),
             base_table=base_table,
-            judgments=review_judgments(catalog),
+            judgments=judgments,
+            fallbacks=tuple(fallbacks),
         )
     finally:
         release_table(table)
@@ -127,7 +132,7 @@ def project_catalog(
 
 
 def served_model_and_table(
-    catalog: DataCatalog,
+    catalog: DataCatalog, fallbacks: list[str] | None = None
 ) -> tuple[SentenceTransformer, SearchTable, dict[str, Any] | None]:
     """The ``product_embeddings`` search table, the model its vectors come
     from, and the table's version (None when unreadable or not deployed).
@@ -135,6 +140,8 @@ def served_model_and_table(
     The model is the version the promotion gate let through, which is not the
     latest fine-tuned model when the gate refused that one. Without a table,
     the catalog's ``fine_tuned_model`` (``base_model`` until training has run).
+    Serving the catalog's model where the table names one is a fallback, kept
+    in ``fallbacks``, as is ``base_model`` in place of the fine-tuned one.
     """
     dataset = catalog.get("product_embeddings")
     if not isinstance(dataset, PgVectorTableDataset):
@@ -146,25 +153,33 @@ def served_model_and_table(
     try:
         info = table.info()
     except SearchError as exc:
-        logger.warning("Cannot read the table's version (%s).", exc)
+        fall_back(
+            fallbacks,
+            f"Cannot read the table's version at start-up ({exc}); serving the "
+            "catalog's model, the project's fusion and no reranker, which may not "
+            "be what the table was deployed with. Restart the service once the "
+            "table can be read.",
+            logger,
+        )
         info = None
     if info and info.get("model"):
         try:
             return load_model_by_id(info["model"]), table, info
         except DatasetError as exc:
-            logger.warning(
-                "Cannot load %s, the model of the table's vectors (%s); serving "
-                "the catalog's model instead.",
-                info["model"],
-                exc,
+            fall_back(
+                fallbacks,
+                f"Cannot load {info['model']}, the model of the table's vectors "
+                f"({exc}); serving the catalog's model instead.",
+                logger,
             )
     try:
         model = catalog.load("fine_tuned_model")
     except DatasetError as exc:
-        logger.warning(
-            "No fine-tuned model to serve (%s); serving base_model instead. Run "
-            "`kedro run --pipeline training` to train one.",
-            exc,
+        fall_back(
+            fallbacks,
+            f"No fine-tuned model to serve ({exc}); serving base_model instead. "
+            "Run `kedro run --pipeline training` to train one.",
+            logger,
         )
         model = catalog.load("base_model")
     return model, table, info
@@ -182,11 +197,15 @@ def served_reranker(
     info: dict[str, Any] | None,
     export: OnnxExport | None = None,
     settings: ServiceSettings | None = None,
+    fallbacks: list[str] | None = None,
 ) -> Reranker | None:
     """The reranker the table version ``info`` shipped with, or None (none
-    shipped, or it cannot be loaded: /search then serves hybrid results). It
-    runs with ONNX Runtime where the deployment's ONNX ``export`` carries it
-    (``settings`` choose the variant and threads), else in PyTorch."""
+    shipped, its weight is 0, or it cannot be loaded: /search then serves
+    hybrid results). It runs with ONNX Runtime where the deployment's ONNX
+    ``export`` carries it (``settings`` choose the variant and threads), else
+    in PyTorch. A reranker that cannot be loaded, a missing graph of the
+    variant asked for, and PyTorch beside an export without it are fallbacks,
+    kept in ``fallbacks``."""
     shipped = (info or {}).get("reranker") or {}
     if not shipped.get("model") or not shipped.get("weight", 1.0):
         return None
@@ -197,27 +216,33 @@ def served_reranker(
             settings.rerank_variant or shipped.get("variant") or settings.onnx_variant
         )
         if variant not in onnx.graphs:
-            logger.warning(
-                "The ONNX export of the reranker %s has no %s graph; it reranks "
-                "with %s. Rerun the deployment pipeline.",
-                shipped["model"], variant, "fp32",
-            )  # fmt: skip
+            fall_back(
+                fallbacks,
+                f"The ONNX export of the reranker {shipped['model']} has no "
+                f"{variant} graph; it reranks with fp32. Rerun the deployment "
+                "pipeline.",
+                logger,
+            )
             variant = "fp32"
         model = OnnxReranker(onnx, variant, settings.threads)
     else:
         if export is not None:
-            logger.warning(
-                "The ONNX export carries no export of the table's reranker %s; it "
-                "reranks in PyTorch. Rerun the deployment pipeline to export it.",
-                shipped["model"],
+            fall_back(
+                fallbacks,
+                "The ONNX export carries no export of the table's reranker "
+                f"{shipped['model']}; it reranks in PyTorch. Rerun the deployment "
+                "pipeline to export it.",
+                logger,
             )
         try:
             model = load_model_by_id(shipped["model"], cross_encoder=True)
         except DatasetError as exc:
-            logger.warning(
-                "Cannot load %s, the table's reranker (%s); /search will not rerank.",
-                shipped["model"], exc,
-            )  # fmt: skip
+            fall_back(
+                fallbacks,
+                f"Cannot load {shipped['model']}, the table's reranker ({exc}); "
+                "/search will not rerank.",
+                logger,
+            )
             return None
     return Reranker(
         model=model,
@@ -239,16 +264,17 @@ def no_reranker_reason(info: dict[str, Any] | None, settings: ServiceSettings) -
         return "SEARCH_RERANK_TOP_N=0 turns reranking off."
     if settings.rerank_weight == 0:
         return "SEARCH_RERANK_WEIGHT=0 turns reranking off."
-    return f"The reranker {shipped['model']} could not be loaded (see the log)."
+    return f"The reranker {shipped['model']} could not be loaded (see fallbacks)."
 
 
 def review_base(
-    catalog: DataCatalog, served_model_id: str
+    catalog: DataCatalog, served_model_id: str, fallbacks: list[str] | None = None
 ) -> tuple[SentenceTransformer | None, SearchTable | None]:
     """The base model and its vectors for the review page's comparison: the
     evaluation's ``base_search_table`` and the model its vectors come from,
     when the evaluation has built it for a model other than the served one;
-    else (None, None) and the page shows no base-model column."""
+    else (None, None) and the page shows no base-model column (a fallback,
+    kept in ``fallbacks``, where the table or its model cannot be read)."""
     if "base_search_table" not in catalog:
         return None, None
     table = catalog.get("base_search_table").table
@@ -259,7 +285,9 @@ def review_base(
             return None, None
         model = load_model_by_id(info["model"])
     except (SearchError, DatasetError) as exc:
-        logger.warning("The review page has no base-model column (%s).", exc)
+        fall_back(
+            fallbacks, f"The review page has no base-model column ({exc}).", logger
+        )
         table.engine.dispose()
         return None, None
     logger.info(
@@ -268,9 +296,12 @@ def review_base(
     return model, table
 
 
-def review_judgments(catalog: DataCatalog) -> dict[str, dict[str, int]] | None:
+def review_judgments(
+    catalog: DataCatalog, fallbacks: list[str] | None = None
+) -> dict[str, dict[str, int]] | None:
     """The relevance judgments by normalised query text for the review page,
-    or None when the project has none (or they cannot be read)."""
+    or None when the project has none, or they cannot be read (a fallback,
+    kept in ``fallbacks``)."""
     if "judged_queries" not in catalog or "relevance_judgments" not in catalog:
         return None
     try:
@@ -278,7 +309,7 @@ def review_judgments(catalog: DataCatalog) -> dict[str, dict[str, int]] | None:
             catalog.load("judged_queries"), catalog.load("relevance_judgments")
         )
     except (DatasetError, KeyError, ValueError) as exc:
-        logger.warning("The review page shows no judgments: %s", exc)
+        fall_back(fallbacks, f"The review page shows no judgments: {exc}", logger)
         return None
     return judgments or None
 

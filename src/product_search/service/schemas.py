@@ -146,7 +146,7 @@ class TableVersion(BaseModel):
     name: str
     search_function: str = Field(
         description="The SQL function that searches the table as /search does "
-        "without reranking (README, From Java)."
+        "without reranking (docs/search.md, The SQL search function)."
     )
     version: str
     model: str | None
@@ -193,10 +193,11 @@ class Batcher(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: Literal["ok", "no_table", "error"] = Field(
-        description="ok: ready to search; no_table: the deployment pipeline has "
-        "not run yet (/embed works); error: the table cannot be read, see "
-        "detail (HTTP 503)."
+    status: Literal["ok", "degraded", "no_table", "error"] = Field(
+        description="ok: ready to search; degraded: searching, but not with what "
+        "the project asked for (see fallbacks and detail); no_table: the "
+        "deployment pipeline has not run yet (/embed works); error: the table "
+        "cannot be read, see detail (HTTP 503)."
     )
     model: str
     dimension: int
@@ -233,6 +234,12 @@ class HealthResponse(BaseModel):
     api_key_required: bool = Field(
         description="Whether /embed, /search and /review need "
         "`Authorization: Bearer <key>` (SEARCH_API_KEY)."
+    )
+    fallbacks: list[str] = Field(
+        description="What the service serves in place of what the project asked "
+        "for, each with why (e.g. the catalog's model when the table's cannot be "
+        "loaded, the fp32 reranker when the int8 graph is missing); any makes "
+        "the status degraded."
     )
     detail: str | None = None
 

@@ -26,8 +26,7 @@ async def embed(
 ) -> EmbedResponse:
     """Embed texts with the served model (unit vectors, cosine = dot product).
     With ``"include": ["lexical"]``, also each text's analysed terms: with the
-    vector, what the table's SQL search function needs (see the README's
-    "From Java")."""
+    vector, what the table's SQL search function needs (see docs/search.md)."""
     check_texts(body.texts, settings)
     vectors = await encoder.aencode(body.texts)
     return EmbedResponse(

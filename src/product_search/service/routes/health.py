@@ -1,10 +1,11 @@
-"""GET /health: the served model and the table's version."""
+"""GET /health: the served model, the table's version, and whatever keeps
+the service from serving what the project asked for."""
 
 from fastapi import APIRouter, Response
 from starlette.concurrency import run_in_threadpool
 
 from product_search.search.table import DatabaseUnavailableError, SearchError
-from product_search.service.deps import ServedDep, SettingsDep
+from product_search.service.deps import UNAVAILABLE_STATUS, ServedDep, SettingsDep
 from product_search.service.schemas import (
     Batcher,
     HealthResponse,
@@ -18,7 +19,7 @@ router = APIRouter(tags=["health"])
 @router.get(
     "/health",
     responses={
-        503: {
+        UNAVAILABLE_STATUS: {
             "model": HealthResponse,
             "description": "The database is unreachable or the table cannot be read.",
         }
@@ -28,7 +29,9 @@ async def health(
     served: ServedDep, settings: SettingsDep, response: Response
 ) -> HealthResponse:
     """Model, backend, batcher, table version and row count, whether the
-    database answers, and the promotion gate's last decision."""
+    database answers, the promotion gate's last decision, and any fallback
+    (then ``degraded``, still 200: the service answers, but not with what
+    the project asked for)."""
     encoder, table = served.encoder, served.table
     decision = await run_in_threadpool(served.promotion)
     shown = {
@@ -48,12 +51,12 @@ async def health(
         "reranker_reason": None if served.reranker else served.reranker_reason,
         "promotion": PromotionDecision.model_validate(decision) if decision else None,
         "api_key_required": bool(settings.api_key),
+        "fallbacks": list(served.fallbacks),
     }
     try:
         info = await run_in_threadpool(table.info)
-    # Whatever keeps the table from being read keeps /search from answering.
     except SearchError as exc:
-        response.status_code = 503
+        response.status_code = UNAVAILABLE_STATUS
         return HealthResponse(
             status="error",
             database=not isinstance(exc, DatabaseUnavailableError),
@@ -68,8 +71,17 @@ async def health(
             "`kedro run --pipeline deployment`.",
             **shown,
         )
+    reasons = list(served.fallbacks)
+    if info["model"] != encoder.model_id:
+        reasons.append(
+            f"Table {table.qualified_name} holds vectors of {info['model']} but "
+            f"the service encodes queries with {encoder.model_id}: dense and "
+            "hybrid results are meaningless. Rerun the deployment pipeline, or "
+            "restart the service if the table was redeployed since it started."
+        )
     return HealthResponse(
-        status="ok",
+        status="degraded" if reasons else "ok",
+        detail=" ".join(reasons) or None,
         database=True,
         table=TableVersion(
             name=table.qualified_name,

@@ -12,8 +12,8 @@ from product_search.service.deps import (
     SearchOptionsDep,
     SettingsDep,
     TableDep,
-    check_search,
     require_api_key,
+    search_k,
 )
 from product_search.service.schemas import (
     SearchHit,
@@ -40,8 +40,7 @@ async def search(
     the filters, reranked by the deployed reranker unless ``rerank`` is
     false; each hit shows its rank and score in each lane, and its rerank
     score."""
-    k = settings.default_k if body.k is None else body.k
-    check_search(body.query, k, settings)
+    k = search_k(body.query, body.k, settings)
     vector = None
     if body.mode != "lexical":
         [vector] = await encoder.aencode([body.query])
