@@ -20,9 +20,10 @@ import yaml
 from sentence_transformers import SentenceTransformer
 
 from product_search.datasets import AnswerCache, SentenceTransformerModelDataset
-from product_search.pipelines.data_generation import nodes as generation
-from product_search.pipelines.evaluation import nodes as evaluation
-from product_search.pipelines.training.nodes import choose_device
+from product_search.pipelines.data_generation import queries as query_generation
+from product_search.pipelines.evaluation.nodes import compare_models, promotion_verdict
+from product_search.pipelines.training.trainer import choose_device
+from product_search.scoring import build_evaluation_set, evaluate_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -123,12 +124,12 @@ def generate_queries(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """generate_queries then filter_queries: (generated, kept, filter report)."""
     with tempfile.TemporaryDirectory(prefix="bench-query-cache-") as cache:
-        generated, failures = generation.generate_queries(
+        generated, failures = query_generation.generate_queries(
             products, AnswerCache(cache), params
         )
     if len(failures):
         raise SystemExit(f"Query generation failed for {len(failures)} products.")
-    kept, report = generation.filter_queries(generated, products, params)
+    kept, report = query_generation.filter_queries(generated, products, params)
     # The pool split_queries takes: generated queries only, no search log.
     return generated, kept.assign(source="generated"), report
 
@@ -147,19 +148,19 @@ def evaluate(
         pd.DataFrame({"query_id": [], "product_id": [], "relevance": []}, dtype=str),
     )
     started = time.perf_counter()
-    evaluation_set = evaluation.build_evaluation_set(
-        products, test_queries, judged, qrels
-    )
-    base = evaluation.evaluate_model(base_model, evaluation_set, params)
-    tuned = evaluation.evaluate_model(fine_tuned_model, evaluation_set, params)
+    evaluation_set = build_evaluation_set(products, test_queries, judged, qrels)
+    base = evaluate_model(base_model, evaluation_set, params)
+    tuned = evaluate_model(fine_tuned_model, evaluation_set, params)
+    promotion = load_params("deployment", section="promotion")
     # The search modes are measured through the database by bench/hybrid_search.py.
-    metrics, _ = evaluation.compare_models(
+    metrics, _ = compare_models(
         baseline_evaluation=base,
         fine_tuned_evaluation=tuned,
         search_mode_metrics={},
         evaluation_set=evaluation_set,
         params=params,
-        promotion=load_params("deployment", section="promotion"),
+        promotion=promotion,
+        verdict=promotion_verdict(base, tuned, params, promotion),
     )
     return metrics, time.perf_counter() - started
 

@@ -41,7 +41,7 @@ from common import (
 )
 from home_depot import build_table, export
 
-from product_search.pipelines.data_generation import nodes as generation
+from product_search.pipelines.data_generation.products import prepare_products
 from product_search.search.index import unit_vectors
 from product_search.search.table import SearchOptions, SearchTable
 
@@ -127,7 +127,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="filtered-") as tmp:
         data = export(Path(tmp) / "export")
         url = scratch_database(Path(tmp))
-        products, _ = generation.prepare_products(data["products"], params)
+        products, _ = prepare_products(data["products"], params)
         products = products.reset_index(drop=True)
         products["category"] = synthetic_categories(len(products))
         products["price"] = np.round(

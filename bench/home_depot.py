@@ -66,13 +66,22 @@ from common import (
 from sentence_transformers import SentenceTransformer
 
 from product_search import metrics as m
+from product_search import promotion
 from product_search.datasets import PgVectorTableDataset
-from product_search.pipelines.data_generation import nodes as generation
-from product_search.pipelines.deployment.nodes import index_products
-from product_search.pipelines.evaluation import nodes as evaluation
+from product_search.pipelines.data_generation.products import prepare_products
+from product_search.pipelines.data_generation.search_logs import prepare_search_logs
+from product_search.pipelines.data_generation.split import (
+    mix_query_sources,
+    split_queries,
+)
+from product_search.pipelines.evaluation.nodes import compare_models, promotion_verdict
 from product_search.pipelines.evaluation.report import fusion_label
-from product_search.pipelines.training.nodes import train_model
+from product_search.pipelines.evaluation.search_modes import evaluate_search_modes
+from product_search.pipelines.evaluation.tuning import tune_search_options
+from product_search.pipelines.training.embedding import train_model
+from product_search.scoring import build_evaluation_set, evaluate_model, search_run
 from product_search.search.index import unit_vectors
+from product_search.search.indexing import index_products
 from product_search.search.table import SearchOptions, SearchTable
 
 NAME = "home_depot"
@@ -135,15 +144,15 @@ def training_sets(
     generated test queries, and the data reports."""
     judged_products = training_products(products, data["qrels"], cap)
     _, generated, query_report = generate_queries(judged_products, params)
-    positives, negatives, log_report = generation.prepare_search_logs(
+    positives, negatives, log_report = prepare_search_logs(
         data["search_logs"], products, params
     )
     # The guard and the split as the pipeline runs them; the test queries
     # are the judged queries that must never train.
-    pool, negatives, source_report = generation.mix_query_sources(
+    pool, negatives, source_report = mix_query_sources(
         generated, positives, negatives, data["queries"], params
     )
-    train, validation, test = generation.split_queries(pool, params)
+    train, validation, test = split_queries(pool, params)
     offline = train[train["source"] == "generated"]
     logged = train[train["source"] == "log"]
     sets = {
@@ -236,14 +245,14 @@ def hybrid_per_query(
 ) -> dict[str, float]:
     """Per-query graded NDCG@10 of hybrid search through the database."""
     vectors = unit_vectors(model, list(queries.values()), 64)
-    run = evaluation.search_run(
-        table, queries, vectors, mode="hybrid", k=10, options=options
-    )
+    run = search_run(table, queries, vectors, mode="hybrid", k=10, options=options)
     return m.graded_metrics(qrels, run, ["ndcg@10"])["ndcg@10"]
 
 
 def paired(base: dict[str, float], other: dict[str, float]) -> dict[str, Any]:
-    comparison = m.paired_comparison(base, other, alpha=0.05, samples=2000, seed=SEED)
+    comparison = promotion.paired_comparison(
+        base, other, alpha=0.05, samples=2000, seed=SEED
+    )
     return {
         "baseline": float(np.mean(list(base.values()))),
         "value": float(np.mean([other[q] for q in base])),
@@ -383,7 +392,7 @@ def main() -> None:  # noqa: PLR0915
     if args.limit:
         data = limit_to(args.limit, data)
     params = generation_params(args)
-    products, _ = generation.prepare_products(data["products"], params)
+    products, _ = prepare_products(data["products"], params)
     sets, validation, test, reports = training_sets(
         data, products, params, args.train_products
     )
@@ -391,35 +400,35 @@ def main() -> None:  # noqa: PLR0915
     eval_params = load_params("evaluation")
     search_params = load_params("search")
     promotion = load_params("deployment", section="promotion")
-    evaluation_set = evaluation.build_evaluation_set(
+    evaluation_set = build_evaluation_set(
         products, test.drop(columns="source"), data["queries"], data["qrels"]
     )
-    judged = evaluation_set["judged"]
+    judged = evaluation_set.judged
     default_options = SearchOptions(**search_params["options"])
     step = time.perf_counter()
-    base_eval = evaluation.evaluate_model(base_model, evaluation_set, eval_params)
+    base_eval = evaluate_model(base_model, evaluation_set, eval_params)
     timings["evaluation, base"] = time.perf_counter() - step
 
     def search(table, model) -> dict[str, Any]:
         """The fusion tuned for the model on the validation queries, hybrid
         NDCG@10 per real query with it, and with the project's default fusion."""
-        tuned = evaluation.tune_search_options(
+        tuned = tune_search_options(
             table, model, validation, search_params, eval_params
         )
         options = SearchOptions(**tuned["options"])
         return {
             "fusion": tuned,
             "per_query": hybrid_per_query(
-                table, model, judged["queries"], judged["qrels"], options
+                table, model, judged.queries, judged.qrels, options
             ),
             "default": float(np.mean(list(hybrid_per_query(
-                table, model, judged["queries"], judged["qrels"], default_options
+                table, model, judged.queries, judged.qrels, default_options
             ).values()))),
         }  # fmt: skip
 
     def modes(base_table, table, model, base_fusion, fusion) -> dict[str, Any]:
         """Every search mode through the database, as the evaluation runs them."""
-        return evaluation.evaluate_search_modes(
+        return evaluate_search_modes(
             base_table=base_table, fine_tuned_table=table, base_model=base_model,
             fine_tuned_model=model, base_search_options=base_fusion,
             fine_tuned_search_options=fusion, evaluation_set=evaluation_set,
@@ -445,13 +454,12 @@ def main() -> None:  # noqa: PLR0915
             model.model_card_data.model_id = f"all-MiniLM-L6-v2 fine-tuned ({source})"
             timings[f"training, {source}"] = history["wall_time_s"]
             step = time.perf_counter()
-            tuned = evaluation.evaluate_model(
-                model.to(device), evaluation_set, eval_params
-            )
-            metrics, _ = evaluation.compare_models(
+            tuned = evaluate_model(model.to(device), evaluation_set, eval_params)
+            metrics, _ = compare_models(
                 baseline_evaluation=base_eval, fine_tuned_evaluation=tuned,
                 search_mode_metrics={}, evaluation_set=evaluation_set,
                 params=eval_params, promotion=promotion,
+                verdict=promotion_verdict(base_eval, tuned, eval_params, promotion),
             )  # fmt: skip
             table = build_table(url, f"hd_{source}", products, model)
             found = search(table, model)
@@ -460,12 +468,12 @@ def main() -> None:  # noqa: PLR0915
                 "training": training_summary(history)
                 | {"triplets": history["triplets"]},
                 "dense": paired(
-                    base_eval["real_queries"]["per_query"][headline],
-                    tuned["real_queries"]["per_query"][headline],
+                    base_eval.real_queries.per_query[headline],
+                    tuned.real_queries.per_query[headline],
                 ),
                 "hybrid": paired(base_search["per_query"], found["per_query"]),
                 "hybrid_vs_dense_base": paired(
-                    base_eval["real_queries"]["per_query"][headline],
+                    base_eval.real_queries.per_query[headline],
                     found["per_query"],
                 ),
                 "hybrid_default_fusion": found["default"],
@@ -474,7 +482,7 @@ def main() -> None:  # noqa: PLR0915
                     base_table, table, model, base_search["fusion"], found["fusion"]
                 ),  # fmt: skip
                 "real_query_metrics": metrics["real_queries"]["metrics"],
-                "generated_ndcg@10": tuned["metrics"]["ndcg@10"],
+                "generated_ndcg@10": tuned.metrics["ndcg@10"],
                 "promotion": {
                     k: metrics["promotion"][k] for k in ("promote", "reason")
                 },
@@ -511,13 +519,13 @@ def main() -> None:  # noqa: PLR0915
         },
         "reports": reports,
         "base": {
-            "dense_ndcg@10": base_eval["real_queries"]["metrics"]["ndcg@10"],
+            "dense_ndcg@10": base_eval.real_queries.metrics["ndcg@10"],
             "hybrid_ndcg@10": float(np.mean(list(base_search["per_query"].values()))),
             "hybrid_default_fusion": base_search["default"],
             "fusion": base_search["fusion"],
             "search_modes": base_modes,
-            "generated_ndcg@10": base_eval["metrics"]["ndcg@10"],
-            "real_query_metrics": base_eval["real_queries"]["metrics"],
+            "generated_ndcg@10": base_eval.metrics["ndcg@10"],
+            "real_query_metrics": base_eval.real_queries.metrics,
         },
         "models": models,
         "timings_s": timings,

@@ -54,12 +54,11 @@ from home_depot import build_table, export, training_products
 from sentence_transformers import SentenceTransformer
 
 from product_search import metrics as m
-from product_search.pipelines.data_generation import nodes as generation
-from product_search.pipelines.evaluation.nodes import (
-    search_mode_runs,
-    search_run,
-)
-from product_search.pipelines.training.nodes import train_model
+from product_search import promotion
+from product_search.pipelines.data_generation.products import prepare_products
+from product_search.pipelines.data_generation.split import split_queries
+from product_search.pipelines.training.embedding import train_model
+from product_search.scoring import search_mode_runs, search_run
 from product_search.search.analyzer import analyze
 from product_search.search.index import unit_vectors
 from product_search.search.table import SearchOptions, SearchTable
@@ -193,7 +192,7 @@ def choose_fusion(
 
 def compare(per_query: dict, a: str, b: str, metric: str = "ndcg@10") -> dict:
     """Paired test and bootstrap CI of mode ``b`` minus mode ``a``."""
-    comparison = m.paired_comparison(
+    comparison = promotion.paired_comparison(
         per_query[a][metric], per_query[b][metric], alpha=0.05, samples=2000,
         seed=SEED,
     )  # fmt: skip
@@ -256,7 +255,7 @@ def full_catalog(params: dict) -> pd.DataFrame:
     )
     for column in ("brand", "category", "price", "description"):
         frame[column] = ""
-    products, _ = generation.prepare_products(frame, params)
+    products, _ = prepare_products(frame, params)
     return products
 
 
@@ -267,7 +266,7 @@ def fine_tuned_model(
 ) -> tuple[SentenceTransformer, pd.DataFrame]:  # fmt: skip
     """The fine-tuned model of bench/home_depot.py and its held-out queries."""
     _, queries, _ = generate_queries(training_products(products, qrels, None), params)
-    train, _, test = generation.split_queries(queries, params)
+    train, _, test = split_queries(queries, params)
     if args.fine_tuned:
         model = SentenceTransformer(str(args.fine_tuned), device=device)
     else:
@@ -373,7 +372,7 @@ def main() -> None:  # noqa: PLR0915
     with tempfile.TemporaryDirectory(prefix="hybrid-") as tmp:
         data = export(Path(tmp) / "export")
         url = scratch_database(Path(tmp))
-        products, _ = generation.prepare_products(data["products"], params)
+        products, _ = prepare_products(data["products"], params)
         queries = dict(
             zip(data["queries"]["query_id"], data["queries"]["query"], strict=True)
         )

@@ -38,8 +38,9 @@ from common import (
     write_results,
 )
 
-from product_search.pipelines.data_generation import nodes as generation
-from product_search.pipelines.training.nodes import train_model
+from product_search.pipelines.data_generation.products import prepare_products
+from product_search.pipelines.data_generation.split import split_queries
+from product_search.pipelines.training.embedding import train_model
 
 NAME = "reference_recipe"
 SPLITS = ("query", "product")
@@ -59,7 +60,7 @@ def run_split(
     params = generation_params | {
         "split": generation_params["split"] | {"split_by": split_by, "validation": {}}
     }
-    train, _, test = generation.split_queries(queries, params)
+    train, _, test = split_queries(queries, params)
     training = load_params("training") | REFERENCE_RECIPE | {"device": device}
     print(f"[{split_by}] training on {len(train)} pairs, testing {len(test)} queries")
     fine_tuned, history = train_model(
@@ -148,7 +149,7 @@ def main() -> None:
         "max_products": args.limit,
     }
     raw = pd.read_csv(AMAZON, dtype=str, keep_default_na=False)
-    products, product_report = generation.prepare_products(raw, params)
+    products, product_report = prepare_products(raw, params)
     generated, queries, query_report = generate_queries(products, params)
     runs = [
         run_split(

@@ -70,11 +70,17 @@ from home_depot import (
 
 from product_search import metrics as m
 from product_search.datasets import CrossEncoderModelDataset, model_id
-from product_search.pipelines.data_generation import nodes as generation
-from product_search.pipelines.evaluation import nodes as evaluation
-from product_search.pipelines.training.nodes import logged_first, train_reranker
+from product_search.onnx_export import export_onnx
+from product_search.pipelines.data_generation.products import prepare_products
+from product_search.pipelines.evaluation.tuning import (
+    tune_reranker,
+    tune_search_options,
+)
+from product_search.pipelines.training.pairs import logged_first
+from product_search.pipelines.training.reranker import train_reranker
+from product_search.scoring import build_evaluation_set, search_run
 from product_search.search.index import unit_vectors
-from product_search.search.onnx import OnnxReranker, export_onnx
+from product_search.search.onnx import OnnxReranker
 from product_search.search.rerank import Reranker, rerank
 from product_search.search.table import SearchOptions
 
@@ -131,7 +137,7 @@ def trained_reranker(
 
 
 def per_query_ndcg(table, queries, vectors, qrels, options, *, reranker=None) -> dict:
-    run = evaluation.search_run(
+    run = search_run(
         table, queries, vectors, mode="hybrid", k=10, options=options,
         reranker=reranker,
     )  # fmt: skip
@@ -279,16 +285,16 @@ def main() -> None:  # noqa: PLR0915
     if args.limit:
         data = limit_to(args.limit, data)
     params = generation_params(args)
-    products, _ = generation.prepare_products(data["products"], params)
+    products, _ = prepare_products(data["products"], params)
     sets, validation, test, _ = training_sets(data, products, params, None)
     eval_params = load_params("evaluation")
     search_params = load_params("search")
     reranker_params = load_params("reranker") | {"device": device}
     training = load_params("training") | {"device": device}
-    judged = evaluation.build_evaluation_set(
+    judged = build_evaluation_set(
         products, test.drop(columns="source"), data["queries"], data["qrels"]
-    )["judged"]
-    queries, qrels = judged["queries"], judged["qrels"]
+    ).judged
+    queries, qrels = judged.queries, judged.qrels
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="rerank-pg-") as tmp:
@@ -300,7 +306,7 @@ def main() -> None:  # noqa: PLR0915
             )  # fmt: skip
             model = model.to(device)
             table = build_table(url, f"rr_{source}", products, model)
-            tuned = evaluation.tune_search_options(
+            tuned = tune_search_options(
                 table, model, validation, search_params, eval_params
             )
             options = SearchOptions(**tuned["options"])
@@ -313,7 +319,7 @@ def main() -> None:  # noqa: PLR0915
                 params=reranker_params, search=search_params, keep=args.models,
                 head=head,
             )  # fmt: skip
-            tuned_weight = evaluation.tune_reranker(
+            tuned_weight = tune_reranker(
                 table=table, model=model, reranker=model_reranker,
                 reranker_history=history, search_options=tuned,
                 validation_queries=validation, reranker_params=reranker_params,

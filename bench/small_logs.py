@@ -81,14 +81,26 @@ from sentence_transformers import SentenceTransformer
 
 from product_search import metrics as m
 from product_search.datasets import OnnxModelDataset, PgVectorTableDataset, model_id
-from product_search.pipelines.data_generation import nodes as generation
-from product_search.pipelines.deployment.nodes import index_products, reranker_release
-from product_search.pipelines.evaluation import nodes as evaluation
+from product_search.onnx_export import export_onnx
+from product_search.pipelines.data_generation.products import prepare_products
+from product_search.pipelines.data_generation.search_logs import prepare_search_logs
+from product_search.pipelines.data_generation.split import (
+    mix_query_sources,
+    split_queries,
+)
+from product_search.pipelines.evaluation import fusion
+from product_search.pipelines.evaluation.nodes import reranker_release
 from product_search.pipelines.evaluation.report import fusion_label
-from product_search.pipelines.training.nodes import logged_first
-from product_search.search import fusion
+from product_search.pipelines.evaluation.search_modes import _reranker_verdict
+from product_search.pipelines.evaluation.tuning import (
+    tune_reranker,
+    tune_search_options,
+)
+from product_search.pipelines.training.pairs import logged_first
+from product_search.scoring import build_evaluation_set, search_run
 from product_search.search.index import unit_vectors
-from product_search.search.onnx import OnnxReranker, export_onnx
+from product_search.search.indexing import index_products
+from product_search.search.onnx import OnnxReranker
 from product_search.search.rerank import Reranker
 from product_search.search.table import SearchOptions
 from product_search.service.deps import Served
@@ -120,9 +132,12 @@ LATENCY_CONFIGS = {
     "no reranker": {"rerank_top_n": "0"},
 }
 # How many logged queries each setting keeps (None: the whole log).
-SETTINGS = {"full": None, "500": 500, "130": 130, "none": 0}
+SETTINGS = {"full": None, "500": 500, "130": 130, "none": 0, "full_all": None}
+# Trained on every pair, not --max-pairs: the project's own full-log recipe.
+ALL_PAIRS = {"full_all"}
 LABELS = {
     "full": "full log",
+    "full_all": "full log, every pair",
     "500": "log capped at 500 queries",
     "130": "log capped at 130 queries",
     "none": "no log",
@@ -140,13 +155,11 @@ def setting_data(
     _, generated, _ = _generated(
         training_products(products, data["qrels"], None), params
     )
-    positives, negatives, _ = generation.prepare_search_logs(
-        data["search_logs"], products, params
-    )
-    pool, negatives, report = generation.mix_query_sources(
+    positives, negatives, _ = prepare_search_logs(data["search_logs"], products, params)
+    pool, negatives, report = mix_query_sources(
         generated, positives, negatives, data["queries"], params
     )
-    train, validation, test = generation.split_queries(pool, params)
+    train, validation, test = split_queries(pool, params)
     return {
         "train": train,
         "negatives": negatives,
@@ -183,7 +196,10 @@ def train_setting(
     training = load_params("training") | {"device": device}
     reranker_params = load_params("reranker") | {"device": device}
     search_params = load_params("search")
-    pairs = capped(prepared["train"], args.max_pairs)
+    max_pairs, reranker_pairs = (
+        (None, None) if setting in ALL_PAIRS else (args.max_pairs, args.reranker_pairs)
+    )
+    pairs = capped(prepared["train"], max_pairs)
     model, history = trained_model(
         "both", (pairs, prepared["negatives"]), products=products,
         base_model=base_model, training=training, keep=keep,
@@ -192,7 +208,7 @@ def train_setting(
     if args.reranker_pairs == 0:  # no reranker: nothing to tune, ship or run
         return model, history, None, {"trained": False}
     reranker, reranker_history = trained_reranker(
-        "both", (capped(prepared["train"], args.reranker_pairs), prepared["negatives"]),
+        "both", (capped(prepared["train"], reranker_pairs), prepared["negatives"]),
         products=products, model=model.to(device), params=reranker_params,
         search=search_params, keep=keep, head=catalog_head(),
     )  # fmt: skip
@@ -224,7 +240,7 @@ def measure_set(
     applied to the same lanes."""
     vectors = unit_vectors(model, list(queries.values()), 64)
     runs = {
-        mode: evaluation.search_run(
+        mode: search_run(
             table,
             queries,
             None if mode == "lexical" else vectors,
@@ -235,7 +251,7 @@ def measure_set(
         for mode in ("lexical", "dense", "hybrid")
     }
     for name, reranker in rerankers.items():
-        runs[f"hybrid + rerank ({name})"] = evaluation.search_run(
+        runs[f"hybrid + rerank ({name})"] = search_run(
             table, queries, vectors, mode="hybrid", k=10, options=options,
             reranker=reranker,
         )  # fmt: skip
@@ -268,10 +284,10 @@ def measure_setting(
     dataset.save(index)
     table = dataset.load()
     validation = prepared["validation"]
-    tuned = evaluation.tune_search_options(
+    tuned = tune_search_options(
         table, model, validation, search_params, eval_params, promotion=promotion
     )
-    weight = evaluation.tune_reranker(
+    weight = tune_reranker(
         table=table, model=model, reranker=reranker,
         reranker_history=reranker_history, search_options=tuned,
         validation_queries=validation, reranker_params=reranker_params,
@@ -295,7 +311,7 @@ def measure_setting(
             for n in FEWER_CANDIDATES if n < base.top_n
         }  # fmt: skip
     sets = {
-        "real": (judged["queries"], judged["qrels"]),
+        "real": (judged.queries, judged.qrels),
         "generated": held_out_generated(prepared["test"], args.generated),
     }
     # The real queries judge the reranker (the gate) and its int8 graph, as
@@ -309,7 +325,7 @@ def measure_setting(
     served_mode, served = "hybrid", {}
     if rerankers:
         real = per_query["real"]
-        verdict = evaluation._reranker_verdict(
+        verdict = _reranker_verdict(
             rerankers["fp32"],
             {"real_queries": {
                 "hybrid_fine_tuned": {"ndcg@10": real["hybrid"]},
@@ -327,7 +343,7 @@ def measure_setting(
             "serve": serve, "fp32": fp32, "int8": int8,
             "top_n": rerankers["fp32"].top_n if serve == "int8" else fewer,
         }  # fmt: skip
-        release = reranker_release({"search_modes": {"reranker": verdict}})
+        release = reranker_release(verdict).record()
         if verdict["deploy"]:
             name = "int8" if serve == "int8" else f"fp32, top {fewer}"
             served = {
@@ -580,7 +596,7 @@ def main() -> None:  # noqa: PLR0915
     if args.limit:
         data = limit_to(args.limit, data)
     params = generation_params(args)
-    products, _ = generation.prepare_products(data["products"], params)
+    products, _ = prepare_products(data["products"], params)
     judged = None  # the real queries' judgments, built with the first setting
     previous = json.loads(results.read_text()) if results.exists() else {}
     settings: dict[str, Any] = {}
@@ -597,10 +613,10 @@ def main() -> None:  # noqa: PLR0915
             if args.train_only:
                 continue
             if judged is None:
-                judged = evaluation.build_evaluation_set(
+                judged = build_evaluation_set(
                     products, prepared["test"].drop(columns="source"),
                     data["queries"], data["qrels"],
-                )["judged"]  # fmt: skip
+                ).judged  # fmt: skip
             if args.latency_only:
                 # The table as the quality run deployed it, then the service.
                 result = previous["settings"][setting]
@@ -619,7 +635,7 @@ def main() -> None:  # noqa: PLR0915
                 result["latency"] = measure_latency(
                     dataset, index, weight=result["reranker_weight"]["weight"],
                     model=model.to("cpu"), reranker=reranker, url=url,
-                    queries=list(judged["queries"].values()),
+                    queries=list(judged.queries.values()),
                     folder=(args.models or Path(tmp)) / setting / "serving",
                     seconds=args.seconds,
                 )  # fmt: skip
@@ -630,6 +646,11 @@ def main() -> None:  # noqa: PLR0915
                     judged=judged, url=url, args=args, device=device,
                 )  # fmt: skip
                 result["wall_time_s"] = time.perf_counter() - step
+                result["pairs"] = (
+                    {"embedding": None, "reranker": None}  # every pair
+                    if setting in ALL_PAIRS
+                    else {"embedding": args.max_pairs, "reranker": args.reranker_pairs}
+                )
             settings[setting] = result
             print(setting, json.dumps(result["sets"], default=str)[:2000])
     if args.train_only:
@@ -644,7 +665,7 @@ def main() -> None:  # noqa: PLR0915
         "eval_queries": {"generated": args.generated},
         "seconds": args.seconds,
         "corpus_products": len(products),
-        "real_queries": len(judged["queries"]) if judged else 0,
+        "real_queries": len(judged.queries) if judged else 0,
         # Settings measured by earlier (or concurrent) runs into the same
         # results stay: read again now.
         "settings": {

@@ -42,8 +42,10 @@ from sentence_transformers.sentence_transformer import losses
 from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
 from product_search.datasets import SentenceTransformerModelDataset
-from product_search.pipelines.data_generation import nodes as generation
-from product_search.pipelines.training.nodes import choose_device, train_model
+from product_search.pipelines.data_generation.products import prepare_products
+from product_search.pipelines.data_generation.split import split_queries
+from product_search.pipelines.training.embedding import train_model
+from product_search.pipelines.training.trainer import choose_device
 
 
 def amazon_pairs(n_products: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -52,9 +54,9 @@ def amazon_pairs(n_products: int) -> tuple[pd.DataFrame, pd.DataFrame]:
                                                "max_products": n_products}  # fmt: skip
     params["split"] = params["split"] | {"validation": {}}  # the reference's 80/20
     raw = pd.read_csv(AMAZON, dtype=str, keep_default_na=False)
-    products, _ = generation.prepare_products(raw, params)
+    products, _ = prepare_products(raw, params)
     _, queries, _ = generate_queries(products, params)
-    train, _, _ = generation.split_queries(queries, params)
+    train, _, _ = split_queries(queries, params)
     return products, train
 
 

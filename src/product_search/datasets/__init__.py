@@ -1,6 +1,7 @@
 """Kedro datasets of this project."""
 
 from product_search.datasets.answer_cache import AnswerCache, AnswerCacheDataset
+from product_search.datasets.contract import ContractDataset
 from product_search.datasets.credentials import CredentialsDataset
 from product_search.datasets.onnx_model import OnnxModelDataset
 from product_search.datasets.optional_csv import OptionalCSVDataset
@@ -16,6 +17,7 @@ from product_search.datasets.sentence_transformer_model import (
 __all__ = [
     "AnswerCache",
     "AnswerCacheDataset",
+    "ContractDataset",
     "CredentialsDataset",
     "CrossEncoderModelDataset",
     "OnnxModelDataset",

@@ -1,4 +1,5 @@
-"""The deployment pipeline: index_products and its run into a real search table."""
+"""The deployment pipeline: the promotion gate on the release manifest, and its
+run into a real search table."""
 
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ from product_search.errors import PromotionRefusedError
 from product_search.pipelines.deployment import create_pipeline
 from product_search.pipelines.deployment.nodes import (
     decide_promotion,
-    embed_products,
-    index_products,
-    reranker_release,
+    index_for_serving,
 )
-from product_search.pipelines.training.nodes import train_model
+from product_search.pipelines.evaluation.nodes import release_manifest
+from product_search.pipelines.training.embedding import train_model
+from product_search.release import ReleaseManifest, Verdict
+from product_search.search.indexing import index_products
 from product_search.search.table import SearchOptions
 from tests import pg
 
@@ -46,55 +48,6 @@ def make_dataset():
     yield from pg.dataset_factory(dimension=384)
 
 
-def test_embed_products_gives_unit_vectors_display_columns_and_model(
-    tiny_products, base_model, params
-):
-    before = tiny_products.copy()
-
-    embedded = embed_products(tiny_products, base_model, params)
-
-    assert list(embedded.columns) == [
-        "product_id", "title", "brand", "category", "price", "embedding", "model"
-    ]  # fmt: skip
-    pd.testing.assert_frame_equal(
-        embedded[["product_id", "title", "brand", "category", "price"]],
-        tiny_products[["product_id", "title", "brand", "category", "price"]],
-    )
-    vectors = np.stack(embedded["embedding"])
-    assert vectors.shape == (6, 384)
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(
-        vectors,
-        base_model.encode(tiny_products["text"].tolist(), normalize_embeddings=True),
-        atol=1e-5,
-    )
-    assert set(embedded["model"]) == {MODEL}
-    pd.testing.assert_frame_equal(tiny_products, before)  # input untouched
-
-
-def test_embed_products_names_missing_columns(tiny_products, base_model, params):
-    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['text', 'brand'\]"):
-        embed_products(
-            tiny_products.drop(columns=["text", "brand"]), base_model, params
-        )
-
-
-def test_index_products_adds_the_bm25_weights_of_the_analysed_text(
-    tiny_products, base_model, params
-):
-    index = index_products(
-        tiny_products, base_model, params, {"bm25": {"k1": 0.9, "b": 0.4}}
-    )
-
-    assert index.products["product_id"].tolist() == ["p1", "p2", "p3", "p4", "p5", "p6"]
-    assert index.terms[0][:6] == ["cast", "iron", "skillet", "10", "10in", "lodg"]
-    assert (index.lexical.params.k1, index.lexical.params.b) == (0.9, 0.4)
-    assert index.analyzer == "product-text-v1"
-    skillet = index.lexical.term_ids["skillet"]
-    assert list(index.lexical.weights[0]).count(skillet) == 1
-    assert all(skillet not in weights for weights in index.lexical.weights[1:])
-
-
 # The evaluation's verdict on a reranker: it ships.
 RERANKER = {
     "model": "data/06_models/reranker@2026-11-27T08.00.00.000Z", "top_n": 50,
@@ -102,52 +55,10 @@ RERANKER = {
     "reason": "Better.",
 }  # fmt: skip
 
-
-def test_only_a_reranker_that_does_no_harm_is_released(caplog):
-    assert reranker_release({"search_modes": {"reranker": RERANKER}}) == {
-        "model": RERANKER["model"], "top_n": 50, "text_columns": ["title", "brand"],
-        "weight": 0.4, "variant": "fp32",
-    }  # fmt: skip
-    # The evaluation's int8 check chose the variant (and, for fp32, fewer hits).
-    checked = RERANKER | {"variant": {"serve": "int8", "top_n": 50}}
-    assert reranker_release({"search_modes": {"reranker": checked}})["variant"] == (
-        "int8"
-    )
-    slow = RERANKER | {"variant": {"serve": "fp32", "top_n": 20}}
-    assert reranker_release({"search_modes": {"reranker": slow}})["top_n"] == 20
-    harmful = RERANKER | {"deploy": False, "reason": "It is significantly worse."}
-    assert reranker_release({"search_modes": {"reranker": harmful}}) == {
-        "reason": "Not deployed: It is significantly worse."
-    }
-    assert "not deployed: It is significantly worse." in caplog.text
-    assert reranker_release({"search_modes": {}}) == {
-        "reason": "No reranker was trained (reranker.enabled: false)."
-    }
-
-
 # A fusion the evaluation tuned for the model.
 TUNED = SearchOptions(
     fusion="weighted", dense_weight=0.4, lexical_weight=0.6
 ).model_dump()
-
-
-def test_index_products_records_the_fusion_tuned_for_its_model_only(
-    tiny_products, base_model, params, caplog
-):
-    search = {"bm25": {"k1": 0.9, "b": 0.4}, "options": {"rrf_k": 7}}
-    tuned = index_products(
-        tiny_products, base_model, params, search,
-        search_options={"model": MODEL, "options": TUNED},
-    )  # fmt: skip
-    assert tuned.search_options == TUNED
-
-    stale = index_products(
-        tiny_products, base_model, params, search,
-        search_options={"model": "data/06_models/fine_tuned_model@old",
-                        "options": TUNED},
-    )  # fmt: skip
-    assert stale.search_options == SearchOptions(rrf_k=7).model_dump()
-    assert "not " + MODEL in caplog.text
 
 
 def _verdict(promote: bool, candidate: str = MODEL) -> dict:
@@ -160,7 +71,17 @@ def _verdict(promote: bool, candidate: str = MODEL) -> dict:
         "significant": True, "min_gain": None, "promote": promote,
         "reason": "The candidate model is significantly "
         + ("better" if promote else "worse") + " than the serving one (made up).",
+        "comparison": {},
     }  # fmt: skip
+
+
+def _manifest(verdict: dict, reranker: dict | None = None) -> ReleaseManifest:
+    """The release manifest the evaluation writes for this verdict, fusion and
+    reranker verdict."""
+    fusion = {"model": verdict["candidate_model"], "options": TUNED, "tuned": True,
+              "reason": "made up"}  # fmt: skip
+    modes = {"reranker": reranker} if reranker else {}
+    return release_manifest(Verdict.model_validate(verdict), fusion, modes)
 
 
 @pytest.fixture(scope="module")
@@ -175,15 +96,12 @@ def shipped_reranker(tmp_path_factory, reranker_base) -> dict:
 def _catalog(
     products, model, params, table, serving, *, verdict, decision_path, reranker=None
 ):
-    search_modes = {"reranker": reranker} if reranker else {}
     return DataCatalog(
         {
             "products": MemoryDataset(products),
             "fine_tuned_model": MemoryDataset(model, copy_mode="assign"),
             "base_model": MemoryDataset(model, copy_mode="assign"),
-            "metrics": MemoryDataset(
-                {"promotion": verdict, "search_modes": search_modes}
-            ),
+            "release_manifest": MemoryDataset(_manifest(verdict, reranker)),
             "test_queries": MemoryDataset(products[:0]),
             "judged_queries": MemoryDataset(products[:0]),
             "relevance_judgments": MemoryDataset(products[:0]),
@@ -191,9 +109,6 @@ def _catalog(
             "params:promotion": MemoryDataset({"force": False}),
             "params:deployment": MemoryDataset(params),
             "params:search": MemoryDataset({"bm25": {"k1": 1.2, "b": 0.75}}),
-            "fine_tuned_search_options": MemoryDataset(
-                {"model": MODEL, "options": TUNED}
-            ),
             "serving_search_table": serving,
             "product_embeddings": table,
             "promotion_decision": JSONDataset(filepath=str(decision_path)),
@@ -229,9 +144,10 @@ def test_pipeline_writes_the_products_to_the_search_table(
         "product-text-v1", 1.2, 0.75,
     )  # fmt: skip
     assert info["search_options"] == TUNED
-    assert info["reranker"] == reranker_release(
-        {"search_modes": {"reranker": shipped_reranker}}
-    )
+    assert info["reranker"] == {
+        "model": shipped_reranker["model"], "top_n": 50,
+        "text_columns": ["title", "brand"], "weight": 0.4, "variant": "fp32",
+    }  # fmt: skip
     # The deployed model and its reranker, exported for the service's ONNX backend.
     export = OnnxModelDataset(path=str(tmp_path / "onnx")).load()
     assert (export.model_id, sorted(export.graphs)) == (MODEL, ["fp32"])
@@ -289,15 +205,20 @@ def test_a_refused_candidate_leaves_the_serving_table_and_force_deploys_it(
     )  # fmt: skip
 
 
-def test_metrics_of_another_model_are_refused(tiny_products, base_model, make_dataset):
-    with pytest.raises(ValueError, match="judges the model 'other'"):
+def test_a_manifest_of_another_model_is_refused(
+    tiny_products, base_model, params, make_dataset
+):
+    other = _manifest(_verdict(True, candidate="other"))
+    with pytest.raises(ValueError, match="release manifest is for the model 'other'"):
         decide_promotion(
-            metrics={"promotion": _verdict(True, candidate="other")},
+            manifest=other,
             serving_table=make_dataset(missing_ok=True).load(), candidate=base_model,
             base_model=base_model, products=tiny_products, test_queries=None,
             judged_queries=None, relevance_judgments=None, evaluation_params={},
             promotion={},
         )  # fmt: skip
+    with pytest.raises(ValueError, match="release manifest is for 'other'"):
+        index_for_serving(tiny_products, base_model, params, {}, other)
 
 
 MATERIALS = ["oak wood", "stainless steel", "clear glass", "organic cotton",
@@ -356,7 +277,7 @@ def test_gate_compares_with_a_fine_tuned_serving_model_and_refuses_a_worse_one(
 
     decision = decide_promotion(
         # The evaluation judged the candidate against the base model.
-        metrics={"promotion": _verdict(True, candidate="shuffled")},
+        manifest=_manifest(_verdict(True, candidate="shuffled")),
         serving_table=serving.load(), candidate=worse, base_model=base_model,
         products=products, test_queries=queries, judged_queries=no_judged,
         relevance_judgments=no_qrels, evaluation_params=evaluation,

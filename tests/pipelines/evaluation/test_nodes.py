@@ -10,13 +10,14 @@ import pytest
 import yaml
 
 from product_search.pipelines.evaluation.nodes import (
-    build_evaluation_set,
     compare_models,
     plot_metrics,
+    promotion_verdict,
     tracked_metrics,
-    tune_search_options,
     write_report,
 )
+from product_search.pipelines.evaluation.tuning import tune_search_options
+from product_search.scoring import EvaluationSet, ModelEvaluation, build_evaluation_set
 from product_search.search.table import SearchOptions
 
 ROOT = Path(__file__).parents[3]
@@ -31,21 +32,21 @@ def test_evaluation_set_holds_corpus_queries_and_judgments(
         tiny_products, test_queries, judged_queries, relevance_judgments
     )
 
-    assert result["corpus"]["product_id"] == ["p1", "p2", "p3", "p4", "p5", "p6"]
-    assert result["corpus"]["title"][2] == "Waterproof Hiking Boots"
-    assert result["test_queries"]["product_id"] == ["p1", "p2", "p3", "p4", "p5", "p6"]
+    assert result.corpus.product_id == ["p1", "p2", "p3", "p4", "p5", "p6"]
+    assert result.corpus.title[2] == "Waterproof Hiking Boots"
+    assert result.test_queries.product_id == ["p1", "p2", "p3", "p4", "p5", "p6"]
     # Relevance arrives as text and becomes whole numbers; r3 (all 0) is skipped.
-    assert result["judged"]["qrels"] == {
+    assert result.judged.qrels == {
         "r1": {"p1": 2, "p2": 1},
         "r2": {"p4": 2, "p3": 0},
     }
-    assert result["judged"]["queries"] == {"r1": "skillet", "r2": "shoes for jogging"}
+    assert result.judged.queries == {"r1": "skillet", "r2": "shoes for jogging"}
 
 
 def test_evaluation_set_without_judgments_has_none(tiny_products, test_queries):
     result = build_evaluation_set(tiny_products, test_queries, NO_JUDGED, NO_QRELS)
 
-    assert result["judged"] == {}
+    assert result.judged is None
 
 
 def test_test_query_of_an_unknown_product_is_refused(tiny_products, test_queries):
@@ -98,7 +99,9 @@ def test_bad_judgments_are_refused_with_every_problem_named(
     assert "judgments of unknown query ids (e.g. ['r9'])" in message
 
 
-def _evaluation(model: str, ndcg: list[float], real: list[float] | None) -> dict:
+def _evaluation(
+    model: str, ndcg: list[float], real: list[float] | None
+) -> ModelEvaluation:
     """An ``evaluate_model`` output with made-up per-query values."""
     query_ids = [f"q{i}" for i in range(len(ndcg))]
     mean = sum(ndcg) / len(ndcg)
@@ -106,7 +109,7 @@ def _evaluation(model: str, ndcg: list[float], real: list[float] | None) -> dict
         "model_id": model,
         "metrics": {"ndcg@10": mean, "accuracy@1": mean / 2, "recall@10": 0.9},
         "per_query_ndcg": dict(zip(query_ids, ndcg, strict=True)),
-        "real_queries": {},
+        "real_queries": None,
         "examples": [
             {
                 "query": "a | b",
@@ -120,31 +123,39 @@ def _evaluation(model: str, ndcg: list[float], real: list[float] | None) -> dict
             "metrics": {"ndcg@10": sum(real) / len(real)},
             "per_query": {"ndcg@10": per_query},
         }
-    return result
+    return ModelEvaluation.model_validate(result)
 
 
-def _evaluation_set(n_queries: int, with_real: bool) -> dict:
+def _evaluation_set(n_queries: int, with_real: bool) -> EvaluationSet:
     ids = [f"q{i}" for i in range(n_queries)]
-    judged = {}
+    judged = None
     if with_real:
         judged = {
+            "queries": {},
+            "qrels": {},
             "counts": {
                 "queries": 8,
                 "judgments": 40,
                 "skipped_without_judgments": 0,
                 "skipped_without_relevant": 0,
                 "judged_products_not_in_catalog": 0,
-            }
+            },
         }
-    return {
-        "corpus": {"product_id": ["p1", "p2"], "title": ["a", "b"], "text": ["a", "b"]},
-        "test_queries": {
-            "query_id": ids,
-            "query": ids,
-            "product_id": ["p1"] * n_queries,
-        },
-        "judged": judged,
-    }
+    return EvaluationSet.model_validate(
+        {
+            "corpus": {
+                "product_id": ["p1", "p2"],
+                "title": ["a", "b"],
+                "text": ["a", "b"],
+            },
+            "test_queries": {
+                "query_id": ids,
+                "query": ids,
+                "product_id": ["p1"] * n_queries,
+            },
+            "judged": judged,
+        }
+    )
 
 
 with open(ROOT / "conf" / "base" / "parameters_deployment.yml") as f:
@@ -152,14 +163,17 @@ with open(ROOT / "conf" / "base" / "parameters_deployment.yml") as f:
 
 
 def compare(baseline, fine_tuned, modes, evaluation_set, params, **promotion):
-    """compare_models with the project's promotion parameters, updated."""
+    """The gate's verdict and compare_models with the project's promotion
+    parameters, updated."""
+    gate = PROMOTION | promotion
     return compare_models(
         baseline_evaluation=baseline,
         fine_tuned_evaluation=fine_tuned,
         search_mode_metrics=modes,
         evaluation_set=evaluation_set,
         params=params,
-        promotion=PROMOTION | promotion,
+        promotion=gate,
+        verdict=promotion_verdict(baseline, fine_tuned, params, gate),
     )
 
 
@@ -183,6 +197,7 @@ def report_of(evaluation_params, training_history, generated_queries, data_quali
             data_quality=data_quality,
             split={"split_by": split_by, "test_size": 0.2, "seed": 42},
             params=evaluation_params,
+            search_params={"tuning": {"max_lane_gap": 0.005}},
         )
 
     return report

@@ -4,6 +4,8 @@ the real base model standing in for both models."""
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +14,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from matplotlib.figure import Figure
 
+from product_search.datasets import ContractDataset
 from product_search.pipelines.evaluation.pipeline import create_pipeline
 from tests import pg
 
@@ -57,14 +60,15 @@ class JsonRoundTrip(KeptDataset):
         return json.loads(super().load())
 
 
-PERSISTED = [
-    "evaluation_set",
-    "baseline_evaluation",
-    "fine_tuned_evaluation",
-    "search_mode_metrics",
-    "onnx_metrics",
-    "reranker_options",
-]
+PERSISTED = ["search_mode_metrics", "onnx_metrics", "reranker_options"]
+# The typed contracts, through the dataset the project's catalog gives them.
+CONTRACTS = {
+    "evaluation_set": "product_search.scoring.EvaluationSet",
+    "baseline_evaluation": "product_search.scoring.ModelEvaluation",
+    "fine_tuned_evaluation": "product_search.scoring.ModelEvaluation",
+    "promotion_verdict": "product_search.release.Verdict",
+    "release_manifest": "product_search.release.ReleaseManifest",
+}
 
 
 @pytest.fixture
@@ -163,6 +167,13 @@ def _run(
         }
         | {name: KeptDataset() for name in OUTPUTS}
         | {name: JsonRoundTrip() for name in PERSISTED}
+        | {
+            name: ContractDataset(
+                filepath=str(Path(tempfile.mkdtemp()) / f"{name}.json"),
+                contract=contract,
+            )
+            for name, contract in CONTRACTS.items()
+        }
     )
     SequentialRunner().run(create_pipeline(), catalog)
     return catalog
@@ -201,6 +212,17 @@ def test_same_model_twice_shows_no_change(without_judgments, test_queries):
     assert (verdict["queries"], verdict["direction"], verdict["promote"]) == (
         "held-out test queries", "unchanged", True,
     )  # fmt: skip
+    # What the deployment may ship, read back through its typed dataset.
+    manifest = without_judgments.load("release_manifest")
+    assert manifest.model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert manifest.verdict.model_dump() == verdict
+    assert (
+        manifest.fusion.options.model_dump()
+        == (metrics["search_modes"]["options"]["fine_tuned"])
+    )
+    assert manifest.reranker.record() == {
+        "reason": "No reranker was trained (reranker.enabled: false)."
+    }
     modes = metrics["search_modes"]
     assert (modes["metrics"], modes["k"]) == (["ndcg@10", "mrr@10", "recall@10"], 10)
     assert list(modes["test_queries"]) == [

@@ -1,5 +1,6 @@
-"""Nodes of the deployment pipeline: the promotion gate, then the products
-embedded and analysed for the search table."""
+"""Nodes of the deployment pipeline: the promotion gate, then the model
+exported for the service and the catalog indexed for the search table, with
+what the evaluation's release manifest says ships with it."""
 
 from __future__ import annotations
 
@@ -14,19 +15,14 @@ from sentence_transformers import SentenceTransformer
 
 from product_search.datasets import load_model_by_id, model_id
 from product_search.errors import PromotionRefusedError, UserError
-from product_search.pipelines.evaluation.nodes import (
-    build_evaluation_set,
-    evaluate_model,
-    promotion_verdict,
-)
-from product_search.search.bm25 import Bm25Params
-from product_search.search.index import (
-    ProductIndex,
-    build_product_index,
-    unit_vectors,
-)
-from product_search.search.onnx import OnnxExport, export_onnx
-from product_search.search.table import SearchOptions, SearchTable
+from product_search.onnx_export import export_onnx
+from product_search.promotion import judge_models
+from product_search.release import ReleaseManifest
+from product_search.scoring import build_evaluation_set, evaluate_model
+from product_search.search.index import ProductIndex
+from product_search.search.indexing import index_products
+from product_search.search.onnx import OnnxExport
+from product_search.search.table import SearchTable
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +34,7 @@ def _serving_model_id(serving_table: SearchTable) -> str | None:
 
 def decide_promotion(
     *,
-    metrics: dict[str, Any],
+    manifest: ReleaseManifest,
     serving_table: SearchTable,
     candidate: SentenceTransformer,
     base_model: SentenceTransformer,
@@ -53,18 +49,13 @@ def decide_promotion(
     serves now? Against the base model (a first run, or the base serving) the
     evaluation's verdict in ``metrics`` decides; against an earlier fine-tuned
     model both are scored here the same way. ``force`` deploys regardless."""
-    verdict = metrics.get("promotion")
+    verdict = manifest.verdict.model_dump()
     candidate_id = model_id(candidate)
-    if not verdict:
+    if manifest.model != candidate_id:
         raise UserError(
-            "metrics.json has no promotion verdict: run the evaluation pipeline "
-            "before the deployment (kedro run --pipelines=evaluation,deployment)."
-        )
-    if verdict["candidate_model"] != candidate_id:
-        raise UserError(
-            f"metrics.json judges the model '{verdict['candidate_model']}', but "
+            f"The release manifest is for the model '{manifest.model}', but "
             f"the model to deploy is '{candidate_id}': run the evaluation "
-            "pipeline on it first."
+            "pipeline on it first (kedro run --pipelines=evaluation,deployment)."
         )
     serving_id = _serving_model_id(serving_table) or model_id(base_model)
     if serving_id == candidate_id:
@@ -86,7 +77,7 @@ def decide_promotion(
         evaluation_set = build_evaluation_set(
             products, test_queries, judged_queries, relevance_judgments
         )
-        verdict = promotion_verdict(
+        verdict = judge_models(
             evaluate_model(serving, evaluation_set, evaluation_params),
             evaluate_model(candidate, evaluation_set, evaluation_params),
             evaluation_params,
@@ -119,39 +110,19 @@ def promoted_model(
     return candidate
 
 
-def reranker_release(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The reranker the deployment ships with the table (its model id, how
-    many hits it reranks, the columns it reads, its weight against the hybrid
-    score, and the ONNX variant that serves it), or, when none ships, only
-    the ``reason``: none was trained, its tuned weight is 0, or the
-    evaluation found that it lowers relevance."""
-    verdict = (metrics.get("search_modes") or {}).get("reranker")
-    if not verdict:
-        return {"reason": "No reranker was trained (reranker.enabled: false)."}
-    if not verdict["deploy"]:
-        logger.warning("The reranker is not deployed: %s", verdict["reason"])
-        return {"reason": f"Not deployed: {verdict['reason']}"}
-    shipped = {key: verdict[key] for key in ("model", "top_n", "text_columns")}
-    variant = verdict.get("variant") or {}
-    return shipped | {
-        "weight": verdict.get("weight", 1.0),
-        "variant": variant.get("serve", "fp32"),
-        "top_n": int(variant.get("top_n", shipped["top_n"])),
-    }
-
-
 def export_served_model(
     model: SentenceTransformer,
     onnx: dict[str, Any],
-    release: dict[str, Any] | None = None,
+    manifest: ReleaseManifest,
 ) -> OnnxExport:
     """The deployed model exported to ONNX for the service's ONNX Runtime
-    backend (fp32, and int8 with ``onnx.int8``), with the reranker that ships
-    with it (``release``, see :func:`reranker_release`) exported beside it,
-    its int8 graph too where that variant serves."""
+    backend (fp32, and int8 with ``onnx.int8``), with the reranker the
+    manifest ships exported beside it, its int8 graph too where that variant
+    serves."""
     int8, opset = bool(onnx.get("int8")), int(onnx["opset"])
     export = export_onnx(model, model_id(model), int8=int8, opset=opset)
-    shipped = (release or {}).get("model")
+    release = manifest.reranker
+    shipped = release.model
     if shipped:
         reranker = load_model_by_id(shipped, cross_encoder=True)
         export = dataclasses.replace(
@@ -160,7 +131,7 @@ def export_served_model(
                 reranker,
                 shipped,
                 opset=opset,
-                int8=int8 or release.get("variant") == "int8",
+                int8=int8 or release.variant == "int8",
             ),  # fmt: skip
         )
     logger.info(
@@ -172,71 +143,23 @@ def export_served_model(
     return export
 
 
-def embed_products(
-    products: pd.DataFrame,
-    model: SentenceTransformer,
-    params: dict[str, Any],
-) -> pd.DataFrame:
-    """Encode each product's ``text`` into a unit vector, next to its id, the
-    display columns a search result shows, and the id of the model.
-
-    """
-    display_columns = list(params["display_columns"])
-    missing = [
-        column
-        for column in ["product_id", "text", *display_columns]
-        if column not in products.columns
-    ]
-    if missing:
-        raise UserError(
-            f"products lacks the column(s) {missing} needed for the search table; "
-            f"it has {list(products.columns)}."
-        )
-    embeddings = unit_vectors(
-        model, products["text"].tolist(), params["batch_size"], show_progress_bar=True
-    )
-    name = model_id(model)
-    logger.info("Embedded %d products with %s.", len(products), name)
-    product_embeddings = products[["product_id", *display_columns]].reset_index(
-        drop=True
-    )
-    return product_embeddings.assign(embedding=list(embeddings), model=name)
-
-
-def index_products(
+def index_for_serving(
     products: pd.DataFrame,
     model: SentenceTransformer,
     params: dict[str, Any],
     search_params: dict[str, Any],
-    *,
-    search_options: dict[str, Any] | None = None,
-    reranker: dict[str, Any] | None = None,
+    manifest: ReleaseManifest,
 ) -> ProductIndex:
-    """The search table's content: each product's vector (see
-    :func:`embed_products`), the BM25 weights of its analysed ``text``, the
-    fusion ``/search`` uses with it (``search_options`` tuned for this model
-    by the evaluation, else the project's ``search.options``), and the
-    reranker that ships with it (see :func:`reranker_release`)."""
-    embedded = embed_products(products, model, params)
-    options = dict(search_params.get("options") or {})
-    if search_options is not None:
-        if search_options.get("model") == model_id(model):
-            options = search_options["options"]
-        else:
-            logger.warning(
-                "The tuned fusion is %s's, not %s's; recording the project's "
-                "search.options instead. Run the evaluation pipeline to tune it.",
-                search_options.get("model"), model_id(model),
-            )  # fmt: skip
-    index = build_product_index(
-        embedded,
-        products["text"].tolist(),
-        Bm25Params(**search_params["bm25"]),
-        SearchOptions(**options).model_dump(),
-        reranker or None,
-    )
-    logger.info(
-        "Analysed %d products: %d distinct terms, %.1f terms per product.",
-        len(products), index.lexical.size, index.lexical.average_length,
+    """The serving table's content (see
+    :func:`product_search.search.indexing.index_products`), with the fusion
+    and the reranker of the release manifest."""
+    if manifest.model != model_id(model):
+        raise UserError(
+            f"The release manifest is for '{manifest.model}', not for the model "
+            f"to deploy, '{model_id(model)}': run the evaluation pipeline on it."
+        )
+    return index_products(
+        products, model, params, search_params,
+        search_options=manifest.fusion.options.model_dump(),
+        reranker=manifest.reranker.record(),
     )  # fmt: skip
-    return index

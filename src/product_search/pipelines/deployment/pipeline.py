@@ -5,9 +5,8 @@ from kedro.pipeline import Node, Pipeline
 from .nodes import (
     decide_promotion,
     export_served_model,
-    index_products,
+    index_for_serving,
     promoted_model,
-    reranker_release,
 )
 
 
@@ -17,7 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 decide_promotion,
                 inputs={
-                    "metrics": "metrics",
+                    "manifest": "release_manifest",
                     # The same table as product_embeddings, read before the swap.
                     "serving_table": "serving_search_table",
                     "candidate": "fine_tuned_model",
@@ -42,25 +41,18 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 export_served_model,
-                inputs=["model_to_deploy", "params:onnx", "reranker_release"],
+                inputs=["model_to_deploy", "params:onnx", "release_manifest"],
                 outputs="onnx_model",
                 name="export_served_model_node",
             ),
             Node(
-                reranker_release,
-                inputs="metrics",
-                outputs="reranker_release",
-                name="reranker_release_node",
-            ),
-            Node(
-                index_products,
+                index_for_serving,
                 inputs={
                     "products": "products",
                     "model": "model_to_deploy",
                     "params": "params:deployment",
                     "search_params": "params:search",
-                    "search_options": "fine_tuned_search_options",
-                    "reranker": "reranker_release",
+                    "manifest": "release_manifest",
                 },
                 outputs="product_embeddings",
                 name="index_products_node",

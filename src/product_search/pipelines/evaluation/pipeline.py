@@ -2,20 +2,20 @@
 
 from kedro.pipeline import Node, Pipeline
 
-# The module, not the function: deployment's gate imports evaluation's nodes.
-from ..deployment import nodes as deployment
+from product_search.scoring import build_evaluation_set, evaluate_model
+from product_search.search.indexing import index_products
+
 from .nodes import (
-    build_evaluation_set,
     compare_models,
-    evaluate_model,
     evaluate_onnx,
-    evaluate_search_modes,
     plot_metrics,
+    promotion_verdict,
+    release_manifest,
     tracked_metrics,
-    tune_reranker,
-    tune_search_options,
     write_report,
 )
+from .search_modes import evaluate_search_modes
+from .tuning import tune_reranker, tune_search_options
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -50,7 +50,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             # that every search mode is measured through the service's code.
             *(
                 Node(
-                    deployment.index_products,
+                    index_products,
                     inputs=[
                         "products",
                         f"{model}_model",
@@ -132,6 +132,28 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="evaluate_onnx_node",
             ),
             Node(
+                promotion_verdict,
+                inputs=[
+                    "baseline_evaluation",
+                    "fine_tuned_evaluation",
+                    "params:evaluation",
+                    "params:promotion",
+                ],
+                outputs="promotion_verdict",
+                name="promotion_verdict_node",
+            ),
+            # What the deployment may ship: its only input from the evaluation.
+            Node(
+                release_manifest,
+                inputs=[
+                    "promotion_verdict",
+                    "fine_tuned_search_options",
+                    "search_mode_metrics",
+                ],
+                outputs="release_manifest",
+                name="release_manifest_node",
+            ),
+            Node(
                 compare_models,
                 inputs={
                     "baseline_evaluation": "baseline_evaluation",
@@ -140,6 +162,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "evaluation_set": "evaluation_set",
                     "params": "params:evaluation",
                     "promotion": "params:promotion",
+                    "verdict": "promotion_verdict",
                     "onnx_metrics": "onnx_metrics",
                 },
                 outputs=["metrics", "per_query_ndcg"],
@@ -157,6 +180,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     # How the test queries were held out, for the methodology.
                     "split": "params:data_generation.split",
                     "params": "params:evaluation",
+                    "search_params": "params:search",
                 },
                 outputs="evaluation_report",
                 name="write_report_node",

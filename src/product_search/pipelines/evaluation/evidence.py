@@ -1,10 +1,11 @@
 """Leaving a default only on evidence: the rule that tunes hybrid search's
 fusion and the reranker's weight on validation queries.
 
-The best of fifty candidates on a handful of validation queries is mostly
-noise. On a real catalog a fusion chosen on 6 logged queries served 0.016
-NDCG@10 below the dense lane it fuses, and a reranker weight of 0 tuned on the
-same 6 queries shipped a reranker that changed nothing and cost 300 ms. So:
+The best of many candidates on a handful of validation queries is mostly
+noise: a fusion chosen on a few logged queries can serve below the very lane
+it fuses, and a reranker weight of 0 tuned on them ships a reranker that
+changes nothing and costs time on every request (docs/decisions/
+tuning-on-evidence.md has the case that showed it). So:
 
 - the queries that judge are the search log's validation queries when there
   are at least ``min_queries`` of them; else none, and the default stays
@@ -27,7 +28,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from product_search import metrics as m
+from product_search.promotion import paired_comparison
 
 K = TypeVar("K", bound=Hashable)
 
@@ -126,7 +127,7 @@ def choose(
         held_out = {queries[i] for i in fold}
         chosen = _best(values, allowed, [q for q in queries if q not in held_out])
         out_of_fold.update({q: values[chosen][q] for q in held_out})
-    comparison = m.paired_comparison(
+    comparison = paired_comparison(
         {q: values[default][q] for q in queries}, out_of_fold,
         alpha=evidence.alpha, samples=evidence.samples, seed=evidence.seed,
     )  # fmt: skip

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from product_search.search import fusion, tuning
+from product_search.pipelines.evaluation import evidence as tuning
+from product_search.pipelines.evaluation import fusion
 from product_search.search.table import Hit, SearchOptions
 from tests import pg
 from tests.search.test_table import five_products  # noqa: F401 (a fixture)

@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 
 from product_search import metrics as m
-from product_search.search import tuning
 from product_search.search.table import Hit, SearchOptions, SearchTable
+
+from .evidence import Evidence, explain, judging_sources
+from .evidence import choose as choose_on_evidence
 
 logger = logging.getLogger(__name__)
 
@@ -84,14 +86,6 @@ def fuse(candidates: Lanes, options: SearchOptions, k: int) -> list[str]:
     return sorted(scores, key=lambda pid: (-scores[pid], pid))[:k]
 
 
-def _as_run(ranked: Mapping[str, Sequence[str]]) -> dict[str, dict[str, float]]:
-    """Rankings as scores ranx cannot reorder: best = highest."""
-    return {
-        qid: {pid: float(len(pids) - i) for i, pid in enumerate(pids)}
-        for qid, pids in ranked.items()
-    }
-
-
 def candidates(default: SearchOptions, grid: Mapping[str, Any]) -> list[SearchOptions]:
     """``default`` and every fusion of the grid: ``fusion`` x ``rrf_k`` (RRF
     only) x ``dense_weight`` (the lexical lane weighs ``1 - dense_weight``)."""
@@ -117,7 +111,9 @@ def candidates(default: SearchOptions, grid: Mapping[str, Any]) -> list[SearchOp
 def _per_query(
     qrels: Mapping, ranked: Mapping[str, Sequence[str]], metric: str
 ) -> dict[str, float]:
-    values = m.graded_metrics(qrels, _as_run(ranked), [metric])[metric]
+    values = m.graded_metrics(
+        qrels, {qid: m.ranked_run(pids) for qid, pids in ranked.items()}, [metric]
+    )[metric]
     return {qid: float(values.get(qid, 0.0)) for qid in ranked}
 
 
@@ -128,12 +124,12 @@ def choose(
     *,
     metric: str,
     max_lane_gap: float,
-    evidence: tuning.Evidence,
+    evidence: Evidence,
     preferred: str = "log",
 ) -> dict[str, Any]:
     """``options[0]`` (the project's default fusion), or the fusion of
     ``options`` with the best ``metric`` when choosing it beats the default by
-    more than chance (:func:`product_search.search.tuning.choose`) on the
+    more than chance (:func:`.evidence.choose`) on the
     judging queries: the ``preferred`` source's (the search log) when it has
     ``evidence.min_queries``, else (``evidence.pool_sources``) every
     source's pooled, else none: the default stays. A candidate must
@@ -170,7 +166,7 @@ def choose(
         for option in options
     ]
     counts = {name: len(sets) for name, sets in query_lanes.items()}
-    judges, judged_by = tuning.judging_sources(
+    judges, judged_by = judging_sources(
         counts, preferred, evidence.min_queries, evidence.pool_sources
     )
     sure = [name for name, n in counts.items() if n >= evidence.min_queries]
@@ -195,7 +191,7 @@ def choose(
             {f"{name}:{qid}": v for name in judges for qid, v in per[name].items()}
             for per in values
         ]
-        decided = tuning.choose(dict(enumerate(pooled)), 0, allowed, evidence)
+        decided = choose_on_evidence(dict(enumerate(pooled)), 0, allowed, evidence)
         chosen = decided["choice"]
         result |= {
             "objective": "+".join(judges),
@@ -203,7 +199,7 @@ def choose(
             "cross_validation": decided["cross_validation"],
             "evidence": decided["evidence"],
             "reason": f"{judged_by}; "
-            + tuning.explain(decided["cross_validation"], decided["moved"]),
+            + explain(decided["cross_validation"], decided["moved"]),
         }
     else:
         chosen = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from product_search.search import tuning
+from product_search.pipelines.evaluation import evidence as tuning
 
 EVIDENCE = tuning.Evidence(min_queries=5, folds=3, samples=500)
 
