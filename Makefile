@@ -45,10 +45,12 @@ test: install
 	       apt-get install -y -q libpostgresql-jdbc-java >/dev/null \
 	       || { apt-get update -q >/dev/null && apt-get install -y -q libpostgresql-jdbc-java >/dev/null; }; } \
 	  || echo "Could not install libpostgresql-jdbc-java: the Java client's test will be skipped."
+	$(BIN)/lint-imports
 	$(BIN)/pytest $(ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports
 
 viz: install
 	$(BIN)/kedro viz build
