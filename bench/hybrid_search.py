@@ -77,8 +77,9 @@ FUSION_GRID = [
     {"fusion": "weighted", "dense_weight": dense, "lexical_weight": 1.0 - dense}
     for dense in (0.3, 0.35, 0.4, 0.45, 0.5, 0.6)
 ]
-# Hybrid may lose at most this much NDCG@10 to its better lane.
-TOLERANCE = 0.005
+# Hybrid may lose at most this much NDCG@10 to its better lane: the project's
+# search.tuning.max_lane_gap, the tolerance the evaluation's tuning keeps.
+TOLERANCE = float(load_params("search")["tuning"]["max_lane_gap"])
 LATENCY_QUERIES = 500
 
 

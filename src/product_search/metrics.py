@@ -1,4 +1,4 @@
-"""Retrieval metrics and the statistics that say whether a difference is real.
+"""Retrieval metrics, binary and graded, the same wherever a ranking is scored.
 
 Two kinds of evaluation, one module:
 
