@@ -697,7 +697,8 @@ def markdown(payload: dict) -> str:  # noqa: PLR0912, PLR0914
         "(data_generation.query_sources.log.max_queries; relevance >= "
         f"{payload['log_positive_min']:g} makes a pair), then trains the "
         f"embedding model on {payload['max_pairs']:,} pairs and the reranker on "
-        f"{payload['reranker_pairs']:,} (the log's first), and lets the "
+        f"{payload['reranker_pairs']:,} (the log's first; the \"full log, every "
+        'pair" setting trains both on every pair, as the project does), and lets the '
         "evaluation's nodes choose the fusion and the reranker weight on the "
         "validation queries. Served: what /search serves with those choices "
         "(hybrid, or hybrid + rerank when the reranker ships). p: Wilcoxon, "
