@@ -620,6 +620,10 @@ def main() -> None:  # noqa: PLR0915
             if args.latency_only:
                 # The table as the quality run deployed it, then the service.
                 result = previous["settings"][setting]
+                if result["release"].get("model") and reranker is not None:
+                    # Reused, the reranker is the folder it was kept in; a
+                    # quality run that trained it recorded its card's id.
+                    result["release"] |= {"model": model_id(reranker)}
                 dataset = PgVectorTableDataset(
                     table_name=f"sl_{setting}", dimension=384, credentials={"con": url}
                 )
