@@ -679,6 +679,8 @@ def main() -> None:  # noqa: PLR0915
             **settings,
         },
         "total_s": time.perf_counter() - started + previous.get("total_s", 0),
+        # The demo's rows, measured by --demo, stay.
+        **({"demo": previous["demo"]} if "demo" in previous else {}),
     }
     write_results(args.out, NAME, payload, markdown(payload))
 
