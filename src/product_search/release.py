@@ -8,17 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import model_validator
 
+from product_search.scoring.contracts import Contract
 from product_search.search.table import SearchOptions
 
 
-class _Contract(BaseModel):
-    # A typo in a key of a hand-edited or stale file must fail, not vanish.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Verdict(_Contract):
+class Verdict(Contract):
     """The gate's verdict on whether ``candidate_model`` may replace
     ``serving_model`` (:func:`product_search.promotion.promotion_verdict`)."""
 
@@ -37,7 +33,7 @@ class Verdict(_Contract):
     comparison: dict[str, Any]
 
 
-class FusionChoice(_Contract):
+class FusionChoice(Contract):
     """How hybrid search fuses its lanes with ``model``, and why."""
 
     model: str
@@ -46,7 +42,7 @@ class FusionChoice(_Contract):
     reason: str
 
 
-class RerankerRelease(_Contract):
+class RerankerRelease(Contract):
     """The reranker that ships with the table, or (``model`` None) why none
     does: none was trained, its tuned weight is 0, or it lowers relevance."""
 
@@ -75,7 +71,7 @@ class RerankerRelease(_Contract):
         return self.model_dump(exclude={"reason"})
 
 
-class ReleaseManifest(_Contract):
+class ReleaseManifest(Contract):
     """What the deployment may ship: the model the evaluation judged, the
     gate's verdict on it, the fusion tuned for it, and its reranker."""
 

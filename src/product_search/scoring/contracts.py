@@ -9,11 +9,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, model_validator
 
 
-class _Contract(BaseModel):
+class Contract(BaseModel):
+    """What every contract between stages is: a key a stale or hand-edited
+    file misspells must fail, not vanish; and nothing changes it on the way."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Corpus(_Contract):
+class Corpus(Contract):
     """The catalog, column by column."""
 
     product_id: list[str]
@@ -27,7 +30,7 @@ class Corpus(_Contract):
         return self
 
 
-class TestQueries(_Contract):
+class TestQueries(Contract):
     """The held-out queries, each with the one product it was written for."""
 
     __test__ = False  # not a pytest class, whatever its name
@@ -43,7 +46,7 @@ class TestQueries(_Contract):
         return self
 
 
-class Judged(_Contract):
+class Judged(Contract):
     """Real queries with graded human judgments: ``qrels`` maps a query id to
     ``{product_id: relevance}``."""
 
@@ -52,7 +55,7 @@ class Judged(_Contract):
     counts: dict[str, int]
 
 
-class EvaluationSet(_Contract):
+class EvaluationSet(Contract):
     """What both models are scored on; ``judged`` is None without judgments."""
 
     corpus: Corpus
@@ -60,21 +63,21 @@ class EvaluationSet(_Contract):
     judged: Judged | None = None
 
 
-class RealQueryMetrics(_Contract):
+class RealQueryMetrics(Contract):
     """Graded metrics on the judged queries: the means and each query's value."""
 
     metrics: dict[str, float]
     per_query: dict[str, dict[str, float]]
 
 
-class SearchExample(_Contract):
+class SearchExample(Contract):
     """A sample query's top products: ``results`` of product_id, title, score."""
 
     query: str
     results: list[dict[str, Any]]
 
 
-class ModelEvaluation(_Contract):
+class ModelEvaluation(Contract):
     """One model scored by exact search over the catalog."""
 
     model_id: str

@@ -217,7 +217,7 @@ def test_a_manifest_of_another_model_is_refused(
             judged_queries=None, relevance_judgments=None, evaluation_params={},
             promotion={},
         )  # fmt: skip
-    with pytest.raises(ValueError, match="release manifest is for 'other'"):
+    with pytest.raises(ValueError, match="release manifest is for the model 'other'"):
         index_for_serving(tiny_products, base_model, params, {}, other)
 
 

@@ -32,6 +32,16 @@ def _serving_model_id(serving_table: SearchTable) -> str | None:
     return info["model"] if info else None
 
 
+def _require_manifest_of(manifest: ReleaseManifest, model: SentenceTransformer) -> None:
+    """The manifest judged ``model``, or the deployment stops here."""
+    if manifest.model != model_id(model):
+        raise UserError(
+            f"The release manifest is for the model '{manifest.model}', but "
+            f"the model to deploy is '{model_id(model)}': run the evaluation "
+            "pipeline on it first (kedro run --pipelines=evaluation,deployment)."
+        )
+
+
 def decide_promotion(
     *,
     manifest: ReleaseManifest,
@@ -47,16 +57,11 @@ def decide_promotion(
 ) -> dict[str, Any]:
     """The gate before the swap: may ``candidate`` replace the model that
     serves now? Against the base model (a first run, or the base serving) the
-    evaluation's verdict in ``metrics`` decides; against an earlier fine-tuned
+    verdict of the evaluation's release ``manifest`` decides; against an earlier fine-tuned
     model both are scored here the same way. ``force`` deploys regardless."""
+    _require_manifest_of(manifest, candidate)
     verdict = manifest.verdict.model_dump()
     candidate_id = model_id(candidate)
-    if manifest.model != candidate_id:
-        raise UserError(
-            f"The release manifest is for the model '{manifest.model}', but "
-            f"the model to deploy is '{candidate_id}': run the evaluation "
-            "pipeline on it first (kedro run --pipelines=evaluation,deployment)."
-        )
     serving_id = _serving_model_id(serving_table) or model_id(base_model)
     if serving_id == candidate_id:
         verdict = verdict | {
@@ -153,11 +158,7 @@ def index_for_serving(
     """The serving table's content (see
     :func:`product_search.search.indexing.index_products`), with the fusion
     and the reranker of the release manifest."""
-    if manifest.model != model_id(model):
-        raise UserError(
-            f"The release manifest is for '{manifest.model}', not for the model "
-            f"to deploy, '{model_id(model)}': run the evaluation pipeline on it."
-        )
+    _require_manifest_of(manifest, model)
     return index_products(
         products, model, params, search_params,
         search_options=manifest.fusion.options.model_dump(),
