@@ -156,7 +156,7 @@ def evaluate(
     metrics, _ = compare_models(
         baseline_evaluation=base,
         fine_tuned_evaluation=tuned,
-        search_mode_metrics={},
+        search_mode_metrics=None,
         evaluation_set=evaluation_set,
         params=params,
         promotion=promotion,

@@ -415,7 +415,7 @@ def main() -> None:  # noqa: PLR0915
         tuned = tune_search_options(
             table, model, validation, search_params, eval_params
         )
-        options = SearchOptions(**tuned["options"])
+        options = tuned.options
         return {
             "fusion": tuned,
             "per_query": hybrid_per_query(
@@ -434,7 +434,7 @@ def main() -> None:  # noqa: PLR0915
             fine_tuned_search_options=fusion, evaluation_set=evaluation_set,
             params=eval_params | {"search_metrics": ["ndcg@10"]},
             promotion=promotion,
-        )  # fmt: skip
+        ).model_dump(mode="json")  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="home-depot-pg-") as tmp:
         url = scratch_database(Path(tmp))
@@ -457,7 +457,7 @@ def main() -> None:  # noqa: PLR0915
             tuned = evaluate_model(model.to(device), evaluation_set, eval_params)
             metrics, _ = compare_models(
                 baseline_evaluation=base_eval, fine_tuned_evaluation=tuned,
-                search_mode_metrics={}, evaluation_set=evaluation_set,
+                search_mode_metrics=None, evaluation_set=evaluation_set,
                 params=eval_params, promotion=promotion,
                 verdict=promotion_verdict(base_eval, tuned, eval_params, promotion),
             )  # fmt: skip
@@ -477,7 +477,7 @@ def main() -> None:  # noqa: PLR0915
                     found["per_query"],
                 ),
                 "hybrid_default_fusion": found["default"],
-                "fusion": found["fusion"],
+                "fusion": found["fusion"].model_dump(mode="json"),
                 "search_modes": modes(
                     base_table, table, model, base_search["fusion"], found["fusion"]
                 ),  # fmt: skip
@@ -522,7 +522,7 @@ def main() -> None:  # noqa: PLR0915
             "dense_ndcg@10": base_eval.real_queries.metrics["ndcg@10"],
             "hybrid_ndcg@10": float(np.mean(list(base_search["per_query"].values()))),
             "hybrid_default_fusion": base_search["default"],
-            "fusion": base_search["fusion"],
+            "fusion": base_search["fusion"].model_dump(mode="json"),
             "search_modes": base_modes,
             "generated_ndcg@10": base_eval.metrics["ndcg@10"],
             "real_query_metrics": base_eval.real_queries.metrics,

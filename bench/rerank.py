@@ -82,7 +82,6 @@ from product_search.scoring import build_evaluation_set, search_run
 from product_search.search.index import unit_vectors
 from product_search.search.onnx import OnnxReranker
 from product_search.search.rerank import Reranker, rerank
-from product_search.search.table import SearchOptions
 
 NAME = "rerank"
 LATENCY_QUERIES = 100
@@ -309,7 +308,7 @@ def main() -> None:  # noqa: PLR0915
             tuned = tune_search_options(
                 table, model, validation, search_params, eval_params
             )
-            options = SearchOptions(**tuned["options"])
+            options = tuned.options
             pairs, negatives = sets[source]
             if args.max_pairs and args.max_pairs < len(pairs):
                 shuffled = pairs.sample(frac=1.0, random_state=SEED)
@@ -330,7 +329,7 @@ def main() -> None:  # noqa: PLR0915
                 model_id=model_id(model_reranker),
                 top_n=int(reranker_params["top_n"]),
                 columns=tuple(reranker_params["text_columns"]),
-                weight=tuned_weight["weight"],
+                weight=tuned_weight.weight,
             )
             onnx = export_onnx(model_reranker, reranker.model_id, int8=True)
             backends = {
@@ -350,7 +349,7 @@ def main() -> None:  # noqa: PLR0915
                 reranker=backends["onnx int8"],
             )  # fmt: skip
             results[source] = {
-                "fusion": tuned["options"],
+                "fusion": tuned.options.model_dump(),
                 "reranker": {
                     k: history[k]
                     for k in (
@@ -361,7 +360,7 @@ def main() -> None:  # noqa: PLR0915
                         "wall_time_s",
                     )
                 },  # fmt: skip
-                "weight": tuned_weight["weight"],
+                "weight": tuned_weight.weight,
                 "weight_tuning": tuned_weight,
                 "rerank": paired(hybrid, reranked),
                 "rerank_int8": paired(hybrid, reranked_int8),

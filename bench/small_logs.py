@@ -98,6 +98,7 @@ from product_search.pipelines.evaluation.tuning import (
 )
 from product_search.pipelines.training.pairs import logged_first
 from product_search.scoring import build_evaluation_set, search_run
+from product_search.scoring.modes import RerankerResult, RerankerVariant
 from product_search.search.index import unit_vectors
 from product_search.search.indexing import index_products
 from product_search.search.onnx import OnnxReranker
@@ -293,14 +294,14 @@ def measure_setting(
         validation_queries=validation, reranker_params=reranker_params,
         params=eval_params, promotion=promotion,
     )  # fmt: skip
-    options = SearchOptions(**tuned["options"])
+    options = tuned.options
     rerankers = {}
-    if weight["weight"] > 0:
+    if weight.weight > 0:
         reranker_id = model_id(reranker)
         base = Reranker(
             model=reranker.to(device), model_id=reranker_id,
             top_n=int(reranker_params["top_n"]),
-            columns=tuple(reranker_params["text_columns"]), weight=weight["weight"],
+            columns=tuple(reranker_params["text_columns"]), weight=weight.weight,
         )  # fmt: skip
         export = export_onnx(reranker, reranker_id, int8=True)
         int8 = dataclasses.replace(base, model=OnnxReranker(export, "int8"))
@@ -321,7 +322,7 @@ def measure_setting(
             table, model, *sets["real"], options=options, rerankers=rerankers
         )
     }
-    release: dict[str, Any] = {"reason": weight.get("reason")}
+    release: dict[str, Any] = {"reason": weight.reason}
     served_mode, served = "hybrid", {}
     if rerankers:
         real = per_query["real"]
@@ -339,12 +340,17 @@ def measure_setting(
         tolerance = float(reranker_params["serving"]["max_int8_loss"])
         serve = "int8" if int8 >= fp32 - tolerance else "fp32"
         fewer = int(reranker_params["serving"]["fp32_top_n"])
-        verdict["variant"] = {
-            "serve": serve, "fp32": fp32, "int8": int8,
-            "top_n": rerankers["fp32"].top_n if serve == "int8" else fewer,
-        }  # fmt: skip
-        release = reranker_release(verdict).record()
-        if verdict["deploy"]:
+        result = RerankerResult(
+            **rerankers["fp32"].describe(), deploy=verdict.promote,
+            reason=verdict.reason, verdict=verdict,
+            variant=RerankerVariant(
+                metric="ndcg@10", queries="real queries", fp32=fp32, int8=int8,
+                int8_change=int8 - fp32, max_int8_loss=tolerance, serve=serve,
+                top_n=rerankers["fp32"].top_n if serve == "int8" else fewer,
+            ),
+        )  # fmt: skip
+        release = reranker_release(result).record()
+        if result.deploy:
             name = "int8" if serve == "int8" else f"fp32, top {fewer}"
             served = {
                 name: rerankers["int8"] if serve == "int8"
@@ -364,10 +370,10 @@ def measure_setting(
         .nunique()
         .to_dict(),
         "training_pairs": len(prepared["train"]),
-        "fusion": {k: tuned.get(k) for k in
-                   ("options", "tuned", "reason", "validation", "cross_validation")},
-        "reranker_weight": {k: weight.get(k) for k in
-                            ("weight", "tuned", "reason", "cross_validation")},
+        "fusion": tuned.model_dump(mode="json", include={
+            "options", "tuned", "reason", "validation", "cross_validation"}),
+        "reranker_weight": weight.model_dump(mode="json", include={
+            "weight", "tuned", "reason", "cross_validation"}),
         "release": release,
         "served_mode": served_mode,
         "sets": {},
@@ -386,7 +392,7 @@ def measure_setting(
         }  # fmt: skip
     # The table as the deployment records it: the tuned fusion and the release.
     index = dataclasses.replace(
-        index, search_options=tuned["options"], reranker=release
+        index, search_options=tuned.options.model_dump(), reranker=release
     )
     dataset.save(index)
     return results, dataset, index
@@ -517,7 +523,7 @@ def demo(env: str | None) -> dict:
     table = catalog.load("fine_tuned_search_table")
     model = catalog.load("fine_tuned_model")
     tuned = catalog.load("fine_tuned_search_options")
-    options = SearchOptions(**tuned["options"])
+    options = tuned.options
     frames = {"held-out generated": catalog.load("test_queries")}
     validation = catalog.load("validation_queries")
     frames |= {
@@ -549,7 +555,7 @@ def demo(env: str | None) -> dict:
         }  # fmt: skip
         best = max(("lexical", "dense"), key=lambda lane: means[lane])
         sets[name] = {"queries": len(queries), "ndcg@10": means, "best_lane": best}
-    return {"fusion": {k: tuned.get(k) for k in ("options", "tuned", "reason")},
+    return {"fusion": tuned.model_dump(mode="json", include={"options", "tuned", "reason"}),
             "sets": sets}  # fmt: skip
 
 

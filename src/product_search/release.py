@@ -33,13 +33,68 @@ class Verdict(Contract):
     comparison: dict[str, Any]
 
 
+class CrossValidation(Contract):
+    """A tuned choice against the default, out of fold, on the judging
+    queries (:func:`product_search.pipelines.evaluation.evidence.choose`)."""
+
+    queries: int
+    folds: int
+    default: float
+    tuned: float
+    gain: float
+    wilcoxon_p_value: float | None
+    ci95_low: float
+    ci95_high: float
+    significant: bool
+
+
+class LaneFigures(Contract):
+    """One source of validation queries: each lane's metric and hybrid's."""
+
+    queries: int
+    dense: float
+    lexical: float
+    hybrid: float
+
+
 class FusionChoice(Contract):
-    """How hybrid search fuses its lanes with ``model``, and why."""
+    """How hybrid search fuses its lanes with ``model``, and why: without
+    tuning only the first four fields; with it, what the choice was judged
+    on (``validation`` per query source, every candidate's means)."""
 
     model: str
     options: SearchOptions
     tuned: bool
     reason: str
+    metric: str | None = None
+    judged_by: str | None = None
+    objective: str | None = None
+    cross_validation: CrossValidation | None = None
+    evidence: dict[str, Any] | None = None
+    lane_margin: float | None = None
+    validation: dict[str, LaneFigures] = {}
+    candidates: list[dict[str, Any]] = []
+
+
+class JudgingQueries(Contract):
+    """Which validation queries judged a choice."""
+
+    sources: list[str]
+    count: int
+
+
+class RerankerWeight(Contract):
+    """How much the reranker ``model`` weighs against the hybrid score, and
+    why (``model`` None: no reranker was trained)."""
+
+    model: str | None
+    weight: float
+    tuned: bool
+    reason: str
+    metric: str | None = None
+    queries: JudgingQueries | None = None
+    cross_validation: CrossValidation | None = None
+    validation: dict[str, float] = {}
 
 
 class RerankerRelease(Contract):

@@ -26,9 +26,10 @@ from product_search.pipelines.deployment.nodes import (
     decide_promotion,
     index_for_serving,
 )
-from product_search.pipelines.evaluation.nodes import release_manifest
+from product_search.pipelines.evaluation.nodes import reranker_release
 from product_search.pipelines.training.embedding import train_model
-from product_search.release import ReleaseManifest, Verdict
+from product_search.release import FusionChoice, ReleaseManifest, Verdict
+from product_search.scoring.modes import RerankerResult
 from product_search.search.indexing import index_products
 from product_search.search.table import SearchOptions
 from tests import pg
@@ -78,10 +79,16 @@ def _verdict(promote: bool, candidate: str = MODEL) -> dict:
 def _manifest(verdict: dict, reranker: dict | None = None) -> ReleaseManifest:
     """The release manifest the evaluation writes for this verdict, fusion and
     reranker verdict."""
-    fusion = {"model": verdict["candidate_model"], "options": TUNED, "tuned": True,
-              "reason": "made up"}  # fmt: skip
-    modes = {"reranker": reranker} if reranker else {}
-    return release_manifest(Verdict.model_validate(verdict), fusion, modes)
+    fusion = FusionChoice(model=verdict["candidate_model"], options=TUNED,
+                          tuned=True, reason="made up")  # fmt: skip
+    return ReleaseManifest(
+        model=verdict["candidate_model"],
+        verdict=Verdict.model_validate(verdict),
+        fusion=fusion,
+        reranker=reranker_release(
+            RerankerResult.model_validate(reranker) if reranker else None
+        ),
+    )
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,9 @@ from product_search.pipelines.evaluation.nodes import (
     write_report,
 )
 from product_search.pipelines.evaluation.tuning import tune_search_options
+from product_search.release import FusionChoice
 from product_search.scoring import EvaluationSet, ModelEvaluation, build_evaluation_set
+from product_search.scoring.modes import SearchModeResults
 from product_search.search.table import SearchOptions
 
 ROOT = Path(__file__).parents[3]
@@ -169,7 +171,7 @@ def compare(baseline, fine_tuned, modes, evaluation_set, params, **promotion):
     return compare_models(
         baseline_evaluation=baseline,
         fine_tuned_evaluation=fine_tuned,
-        search_mode_metrics=modes,
+        search_mode_metrics=modes or None,
         evaluation_set=evaluation_set,
         params=params,
         promotion=gate,
@@ -286,7 +288,7 @@ def test_report_says_to_keep_the_base_model_after_a_significant_loss(
     assert "Skipped: no human relevance judgments were supplied" in report
 
 
-SEARCH_MODES = {
+SEARCH_MODES = SearchModeResults.model_validate({
     "metrics": ["ndcg@10", "mrr@10"],
     "k": 10,
     "options": {
@@ -301,9 +303,16 @@ SEARCH_MODES = {
         },
     },
     "tuning": {
-        "base": {"tuned": False, "reason": "search.tuning.enabled is false"},
+        "base": {
+            "model": "base", "options": {"fusion": "rrf", "rrf_k": 60},
+            "tuned": False, "reason": "search.tuning.enabled is false",
+        },
         "fine_tuned": {
-            "tuned": True, "metric": "ndcg@10", "objective": "log",
+            "model": "tuned", "tuned": True, "metric": "ndcg@10", "objective": "log",
+            "options": {
+                "fusion": "weighted", "rrf_k": 5, "dense_weight": 0.4,
+                "lexical_weight": 0.6,
+            },
             "reason": "40 log validation queries; tuning beat the default",
             "validation": {
                 "log": {"queries": 40, "dense": 0.5, "lexical": 0.4, "hybrid": 0.55},
@@ -317,7 +326,17 @@ SEARCH_MODES = {
         "dense_fine_tuned": {"ndcg@10": 0.8, "mrr@10": 0.6},
         "hybrid_fine_tuned": {"ndcg@10": 0.79, "mrr@10": 0.6},
     },
-}  # fmt: skip
+    "lane_check": {
+        "queries": "test_queries", "metric": "ndcg@10", "served": "hybrid_fine_tuned",
+        "below": [],
+        "comparisons": {
+            "dense": {"mean_delta": -0.01, "wilcoxon_p_value": 0.4,
+                      "ci95_low": -0.03, "ci95_high": 0.01},
+            "lexical": {"mean_delta": 0.09, "wilcoxon_p_value": 0.001,
+                        "ci95_low": 0.05, "ci95_high": 0.12},
+        },
+    },
+})  # fmt: skip
 
 
 def test_report_and_chart_show_one_row_and_one_bar_per_search_mode(
@@ -333,7 +352,7 @@ def test_report_and_chart_show_one_row_and_one_bar_per_search_mode(
     report = report_of(metrics, baseline, fine_tuned, split_by="query")
     chart = plot_metrics(metrics)
 
-    assert metrics["search_modes"] == SEARCH_MODES
+    assert metrics["search_modes"] == SEARCH_MODES.model_dump(mode="json")
     section = report[report.index("## Search modes") : report.index("## Key findings")]
     assert (
         "- Base model: reciprocal rank fusion (k = 60), weights dense 1 and lexical "
@@ -454,12 +473,12 @@ def test_untuned_fusion_is_the_projects_and_says_why(
     # No table is needed to keep the project's fusion.
     result = tune_search_options(None, base_model, queries, search, {"batch_size": 8})
 
-    assert result == {
-        "model": "sentence-transformers/all-MiniLM-L6-v2",
-        "options": SearchOptions(rrf_k=9).model_dump(),
-        "tuned": False,
-        "reason": reason,
-    }
+    assert result == FusionChoice(
+        model="sentence-transformers/all-MiniLM-L6-v2",
+        options=SearchOptions(rrf_k=9),
+        tuned=False,
+        reason=reason,
+    )
 
 
 def test_every_number_of_the_metrics_and_the_loss_become_mlflow_metrics():

@@ -60,9 +60,13 @@ class JsonRoundTrip(KeptDataset):
         return json.loads(super().load())
 
 
-PERSISTED = ["search_mode_metrics", "onnx_metrics", "reranker_options"]
+PERSISTED = ["onnx_metrics"]
 # The typed contracts, through the dataset the project's catalog gives them.
 CONTRACTS = {
+    "search_mode_metrics": "product_search.scoring.modes.SearchModeResults",
+    "base_search_options": "product_search.release.FusionChoice",
+    "fine_tuned_search_options": "product_search.release.FusionChoice",
+    "reranker_options": "product_search.release.RerankerWeight",
     "evaluation_set": "product_search.scoring.EvaluationSet",
     "baseline_evaluation": "product_search.scoring.ModelEvaluation",
     "fine_tuned_evaluation": "product_search.scoring.ModelEvaluation",
@@ -372,19 +376,22 @@ def test_a_trained_reranker_adds_a_reranked_row_a_verdict_and_its_variant(  # no
         assert list(modes[set_name])[-1] == "hybrid_rerank_fine_tuned"
     verdict = modes["reranker"]
     tuned = catalog.load("reranker_options")
-    assert (tuned["weight"], tuned["tuned"]) == (0.5, False)
+    assert (tuned.weight, tuned.tuned) == (0.5, False)
     assert (verdict["model"], verdict["top_n"], verdict["text_columns"]) == (
         "sentence-transformers/all-MiniLM-L6-v2", 4, ["title"],
     )  # fmt: skip
-    assert verdict["weight"] == tuned["weight"]
+    assert verdict["weight"] == tuned.weight
     # Judged on the real queries, against hybrid search with the same model.
-    assert (verdict["queries"], verdict["metric"]) == ("real queries", "ndcg@10")
+    gate = verdict["verdict"]
+    assert (gate["queries"], gate["metric"]) == ("real queries", "ndcg@10")
     real = modes["real_queries"]
-    assert verdict["delta"] == pytest.approx(
+    assert gate["delta"] == pytest.approx(
         real["hybrid_rerank_fine_tuned"]["ndcg@10"]
         - real["hybrid_fine_tuned"]["ndcg@10"]
     )
-    assert verdict["deploy"] == (not (verdict["significant"] and verdict["delta"] < 0))
+    assert verdict["deploy"] == gate["promote"]
+    assert verdict["deploy"] == (not (gate["significant"] and gate["delta"] < 0))
+    assert verdict["reason"] == gate["reason"]
     assert verdict["reason"].startswith("Hybrid search reranked is ")
     assert "hybrid search alone (ndcg@10" in verdict["reason"]
     # Its int8 graph scored on the same queries: within the loss, it serves.
@@ -397,8 +404,8 @@ def test_a_trained_reranker_adds_a_reranked_row_a_verdict_and_its_variant(  # no
     assert "| Hybrid + rerank, fine-tuned model |" in report
     assert (
         "**Reranker** `sentence-transformers/all-MiniLM-L6-v2` (reads title; "
-        f"reranks the top 4 hybrid hits, its score weighing {tuned['weight']:g} "
-        f"against the hybrid score's {1 - tuned['weight']:g})" in report
+        f"reranks the top 4 hybrid hits, its score weighing {tuned.weight:g} "
+        f"against the hybrid score's {1 - tuned.weight:g})" in report
     )
     assert f"the service runs **{serve}** over the top {top_n} hits" in report
 
@@ -412,12 +419,16 @@ def test_a_reranker_tuned_to_weight_0_is_neither_run_nor_shipped(
 
     modes = catalog.load("metrics")["search_modes"]
     tuned = catalog.load("reranker_options")
-    assert (tuned["weight"], tuned["tuned"]) == (0.0, False)
-    assert tuned["reason"].startswith("the default stays: only 0 log validation")
+    assert (tuned.weight, tuned.tuned) == (0.0, False)
+    assert tuned.reason.startswith("the default stays: only 0 log validation")
     for set_name in ("test_queries", "real_queries"):
         assert "hybrid_rerank_fine_tuned" not in modes[set_name]
     verdict = modes["reranker"]
-    assert (verdict["deploy"], verdict["weight"]) == (False, 0.0)
+    assert (verdict["deploy"], verdict["weight"], verdict["verdict"]) == (
+        False,
+        0.0,
+        None,
+    )
     assert verdict["reason"].startswith(
         "Its weight against the hybrid score is 0 (the default stays"
     )

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from product_search.pipelines.evaluation.tuning import tune_reranker
-from product_search.search.table import Hit
+from product_search.release import FusionChoice
+from product_search.search.table import Hit, SearchOptions
 
 TWO_RANK = 1 / math.log2(3)  # NDCG@10 of the one relevant product at rank 2
 
@@ -65,7 +66,9 @@ PARAMS = {
     "tuning": {"metric": "ndcg@10", "grid": [1, 0.5, 0], "default": 0.0,
                "min_queries": 30, "folds": 5},
 }  # fmt: skip
-SEARCH_OPTIONS = {"model": "m", "options": {}}
+SEARCH_OPTIONS = FusionChoice(
+    model="m", options=SearchOptions(), tuned=False, reason=""
+)
 
 
 def _tune(base_model, params=PARAMS, history=None, table=None, queries=VALIDATION):
@@ -88,14 +91,14 @@ def test_a_weight_that_wins_on_enough_logged_queries_replaces_the_default(
     # first), first blended at 0.5; "q two": E is second by retrieval, first
     # by the reranker, and ties D blended. 0.5 and 1 tie: the smaller weight
     # wins.
-    assert tuned["validation"] == pytest.approx(
+    assert tuned.validation == pytest.approx(
         {"0.0": TWO_RANK, "0.5": (1 + TWO_RANK) / 2, "1.0": (1 + TWO_RANK) / 2}
     )
-    assert (tuned["weight"], tuned["tuned"]) == (0.5, True)
-    assert tuned["cross_validation"]["significant"]
-    assert tuned["reason"].startswith("40 log validation queries; tuning beat")
-    assert tuned["model"] == "rerankers/fixed@v1"
-    assert tuned["queries"] == {"sources": ["log"], "count": 40}
+    assert (tuned.weight, tuned.tuned) == (0.5, True)
+    assert tuned.cross_validation.significant
+    assert tuned.reason.startswith("40 log validation queries; tuning beat")
+    assert tuned.model == "rerankers/fixed@v1"
+    assert tuned.queries.model_dump() == {"sources": ["log"], "count": 40}
     assert table.calls == [("q one", 3, "hybrid"), ("q two", 3, "hybrid")] * 20
 
 
@@ -104,8 +107,8 @@ def test_on_a_few_validation_queries_the_weight_stays_at_its_default(base_model)
 
     tuned = _tune(base_model, table=table)
 
-    assert (tuned["weight"], tuned["tuned"]) == (0.0, False)
-    assert tuned["reason"] == (
+    assert (tuned.weight, tuned.tuned) == (0.0, False)
+    assert tuned.reason == (
         "the default stays: only 2 log validation queries (fewer than min_queries "
         "30); the 1 generated, 2 log validation queries alone do not move it "
         "(pool_sources: false)"
@@ -115,10 +118,10 @@ def test_on_a_few_validation_queries_the_weight_stays_at_its_default(base_model)
 
 def test_a_set_weight_or_no_reranker_is_not_tuned(base_model):
     fixed = _tune(base_model, params=PARAMS | {"weight": 0.3})
-    assert (fixed["weight"], fixed["tuned"]) == (0.3, False)
-    assert fixed["reason"] == "reranker.weight is set to 0.3"
+    assert (fixed.weight, fixed.tuned) == (0.3, False)
+    assert fixed.reason == "reranker.weight is set to 0.3"
 
     untrained = _tune(base_model, history={"trained": False})
-    assert (untrained["model"], untrained["weight"], untrained["tuned"]) == (
+    assert (untrained.model, untrained.weight, untrained.tuned) == (
         None, 0.0, False,
     )  # fmt: skip

@@ -25,6 +25,7 @@ from product_search.release import (
     Verdict,
 )
 from product_search.scoring import EvaluationSet, ModelEvaluation, evaluate_model
+from product_search.scoring.modes import RerankerResult, SearchModeResults
 from product_search.search.onnx import OnnxEncoder
 
 from .report import plot_metrics_chart, render_report
@@ -79,7 +80,7 @@ def compare_models(
     *,
     baseline_evaluation: ModelEvaluation,
     fine_tuned_evaluation: ModelEvaluation,
-    search_mode_metrics: dict[str, Any],
+    search_mode_metrics: SearchModeResults | None,
     evaluation_set: EvaluationSet,
     params: dict[str, Any],
     promotion: dict[str, Any],
@@ -107,7 +108,9 @@ def compare_models(
         ),
         "significance": {"metric": primary}
         | paired_comparison(base_pq, tuned_pq, **statistics(params, promotion)),
-        "search_modes": search_mode_metrics,
+        "search_modes": (
+            search_mode_metrics.model_dump(mode="json") if search_mode_metrics else {}
+        ),
         "onnx": onnx_metrics or {},
     }
     judged = evaluation_set.judged
@@ -220,32 +223,32 @@ def promotion_verdict(
     )
 
 
-def reranker_release(verdict: dict[str, Any] | None) -> RerankerRelease:
+def reranker_release(result: RerankerResult | None) -> RerankerRelease:
     """The reranker that ships (its model id, how many hits it reranks, the
     columns it reads, its weight against the hybrid score, and the ONNX
     variant that serves it), or, when none ships, why."""
-    if not verdict:
+    if result is None:
         return RerankerRelease(
             reason="No reranker was trained (reranker.enabled: false)."
         )
-    if not verdict["deploy"]:
-        logger.warning("The reranker is not deployed: %s", verdict["reason"])
-        return RerankerRelease(reason=f"Not deployed: {verdict['reason']}")
-    variant = verdict.get("variant") or {}
+    if not result.deploy:
+        logger.warning("The reranker is not deployed: %s", result.reason)
+        return RerankerRelease(reason=f"Not deployed: {result.reason}")
+    variant = result.variant
     return RerankerRelease(
-        model=verdict["model"],
-        top_n=int(variant.get("top_n", verdict["top_n"])),
-        text_columns=list(verdict["text_columns"]),
-        weight=float(verdict.get("weight", 1.0)),
-        variant=variant.get("serve", "fp32"),
-        reason=verdict["reason"],
+        model=result.model,
+        top_n=variant.top_n if variant else result.top_n,
+        text_columns=result.text_columns,
+        weight=result.weight,
+        variant=variant.serve if variant else "fp32",
+        reason=result.reason,
     )
 
 
 def release_manifest(
     verdict: Verdict,
-    search_options: dict[str, Any],
-    search_mode_metrics: dict[str, Any],
+    search_options: FusionChoice,
+    search_mode_metrics: SearchModeResults,
 ) -> ReleaseManifest:
     """What the deployment may ship, and nothing it must read elsewhere: the
     fine-tuned model the gate judged, the verdict, the fusion tuned for it and
@@ -253,11 +256,6 @@ def release_manifest(
     return ReleaseManifest(
         model=verdict.candidate_model,
         verdict=verdict,
-        fusion=FusionChoice(
-            model=search_options["model"],
-            options=search_options["options"],
-            tuned=bool(search_options["tuned"]),
-            reason=search_options["reason"],
-        ),
-        reranker=reranker_release(search_mode_metrics.get("reranker")),
+        fusion=search_options,
+        reranker=reranker_release(search_mode_metrics.reranker),
     )

@@ -17,7 +17,15 @@ from product_search import metrics as m
 from product_search.datasets import model_id
 from product_search.onnx_export import export_onnx
 from product_search.promotion import paired_comparison, promotion_verdict, statistics
+from product_search.release import FusionChoice, RerankerWeight, Verdict
 from product_search.scoring import EvaluationSet, search_mode_runs, search_run
+from product_search.scoring.modes import (
+    LaneCheck,
+    LaneComparison,
+    RerankerResult,
+    RerankerVariant,
+    SearchModeResults,
+)
 from product_search.search.index import unit_vectors
 from product_search.search.onnx import OnnxReranker
 from product_search.search.rerank import Reranker
@@ -32,21 +40,20 @@ def evaluate_search_modes(
     fine_tuned_table: SearchTable,
     base_model: SentenceTransformer,
     fine_tuned_model: SentenceTransformer,
-    base_search_options: dict[str, Any],
-    fine_tuned_search_options: dict[str, Any],
+    base_search_options: FusionChoice,
+    fine_tuned_search_options: FusionChoice,
     evaluation_set: EvaluationSet,
     params: dict[str, Any],
     promotion: dict[str, Any],
     reranker: CrossEncoder | None = None,
     reranker_history: dict[str, Any] | None = None,
     reranker_params: dict[str, Any] | None = None,
-    reranker_options: dict[str, Any] | None = None,
+    reranker_options: RerankerWeight | None = None,
     onnx: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> SearchModeResults:
     """Lexical, dense and hybrid search (each model, with the fusion tuned for
     it) as the service runs them, through the database, on the held-out queries
-    and the judged real queries: ``{"test_queries": {mode: metrics},
-    "real_queries": ...}``. With a trained ``reranker``, also the fine-tuned
+    and the judged real queries. With a trained ``reranker``, also the fine-tuned
     model's hybrid search reranked, and whether the reranker ships: only when
     it does not lower the ``promotion`` metric (on the real queries when there
     are some) by a significant amount or below its ``reranker.min_gain``, and
@@ -63,15 +70,16 @@ def evaluate_search_modes(
         )
         if rerankers["fine_tuned"].weight == 0:
             # Its order would be hybrid's: not worth a run, nor shipping.
-            unused = rerankers.pop("fine_tuned").describe() | {
-                "deploy": False,
-                "reason": "Its weight against the hybrid score is 0 "
-                f"({(reranker_options or {}).get('reason', 'reranker.weight')}), "
+            why = reranker_options.reason if reranker_options else "reranker.weight"
+            unused = RerankerResult(
+                **rerankers.pop("fine_tuned").describe(),
+                deploy=False,
+                reason=f"Its weight against the hybrid score is 0 ({why}), "
                 "so it would not change the order.",
-            }
+            )
     options = {
-        "base": SearchOptions(**base_search_options["options"]),
-        "fine_tuned": SearchOptions(**fine_tuned_search_options["options"]),
+        "base": base_search_options.options,
+        "fine_tuned": fine_tuned_search_options.options,
     }
     names = list(params["search_metrics"])
     k = max(m.parse_metric(name)[1] for name in names)
@@ -90,29 +98,7 @@ def evaluate_search_modes(
         query_sets["real_queries"] = (judged.queries, judged.qrels)
     rerank_per_query: dict[str, Any] = {}
     per_query_sets: dict[str, Any] = {}
-    result: dict[str, Any] = {
-        "metrics": names,
-        "k": k,
-        "options": {name: o.model_dump() for name, o in options.items()},
-        "tuning": {
-            name: {
-                key: tuned[key]
-                for key in (
-                    "tuned",
-                    "reason",
-                    "metric",
-                    "objective",
-                    "cross_validation",
-                    "validation",
-                )
-                if key in tuned
-            }  # fmt: skip
-            for name, tuned in (
-                ("base", base_search_options),
-                ("fine_tuned", fine_tuned_search_options),
-            )
-        },
-    }
+    per_set: dict[str, dict[str, dict[str, float]]] = {}
     for set_name, (queries, qrels) in query_sets.items():
         runs = search_mode_runs(
             {"base": base_table, "fine_tuned": fine_tuned_table},
@@ -133,7 +119,7 @@ def evaluate_search_modes(
             }
             for mode, metrics in per_query.items()
         }
-        result[set_name] = per_mode
+        per_set[set_name] = per_mode
         per_query_sets[set_name] = per_query
         if rerankers:
             rerank_per_query[set_name] = per_query
@@ -142,33 +128,50 @@ def evaluate_search_modes(
             set_name, names[0],
             ", ".join(f"{mode} {v[names[0]]:.4f}" for mode, v in per_mode.items()),
         )  # fmt: skip
+    result = unused
     if rerankers:
         verdict = _reranker_verdict(
             rerankers["fine_tuned"], rerank_per_query, params, reranker_params,
             promotion,
         )  # fmt: skip
-        verdict["weight_reason"] = (reranker_options or {}).get("reason")
-        result["reranker"] = verdict | _reranker_variant(
-            rerankers["fine_tuned"], model=reranker, query_sets=query_sets,
-            table=fine_tuned_table, encoder=fine_tuned_model,
-            options=options["fine_tuned"], per_query=rerank_per_query,
-            metric=verdict["metric"], params=params,
-            reranker_params=reranker_params, onnx=onnx or {},
+        result = RerankerResult(
+            **rerankers["fine_tuned"].describe(),
+            deploy=verdict.promote,
+            reason=verdict.reason,
+            weight_reason=reranker_options.reason if reranker_options else None,
+            verdict=verdict,
+            variant=_reranker_variant(
+                rerankers["fine_tuned"], model=reranker, query_sets=query_sets,
+                table=fine_tuned_table, encoder=fine_tuned_model,
+                options=options["fine_tuned"], per_query=rerank_per_query,
+                metric=verdict.metric, params=params,
+                reranker_params=reranker_params, onnx=onnx or {},
+            ),
         )  # fmt: skip
     elif unused:
-        logger.info("Reranker: %s", unused["reason"])
-        result["reranker"] = unused
+        logger.info("Reranker: %s", unused.reason)
     served = (
         "hybrid_rerank_fine_tuned"
-        if (result.get("reranker") or {}).get("deploy")
+        if result is not None and result.deploy
         else "hybrid_fine_tuned"
     )
     set_name = "real_queries" if "real_queries" in per_query_sets else "test_queries"
-    result["lane_check"] = _lane_check(
-        per_query_sets[set_name], served, names[0], set_name,
-        statistics(params, promotion),
-    )  # fmt: skip
-    return result
+    return SearchModeResults(
+        metrics=names,
+        k=k,
+        options=options,
+        tuning={"base": base_search_options, "fine_tuned": fine_tuned_search_options},
+        test_queries=per_set["test_queries"],
+        real_queries=per_set.get("real_queries"),
+        reranker=result,
+        lane_check=_lane_check(
+            per_query_sets[set_name],
+            served,
+            names[0],
+            set_name,
+            statistics(params, promotion),
+        ),
+    )
 
 
 def _lane_check(
@@ -177,7 +180,7 @@ def _lane_check(
     metric: str,
     set_name: str,
     statistics: dict[str, Any],
-) -> dict[str, Any]:
+) -> LaneCheck:
     """Whether what ``/search`` serves (``served``) ranks significantly below
     one of its own lanes with the fine-tuned model (the gate's paired rule),
     on the real queries when there are some: a warning for the report's
@@ -193,19 +196,16 @@ def _lane_check(
         lane: c for lane, c in comparisons.items()
         if c["significant"] and c["mean_delta"] < 0
     }  # fmt: skip
-    check = {
-        "queries": set_name,
-        "metric": metric,
-        "served": served,
-        "below": sorted(below),
-        "comparisons": {
-            lane: {
-                key: c[key]
-                for key in ("mean_delta", "wilcoxon_p_value", "ci95_low", "ci95_high")
-            }
+    check = LaneCheck(
+        queries=set_name,
+        metric=metric,
+        served=served,
+        below=sorted(below),
+        comparisons={
+            lane: LaneComparison(**{key: c[key] for key in LaneComparison.model_fields})
             for lane, c in comparisons.items()
         },
-    }
+    )
     for lane, c in below.items():
         logger.warning(
             "/search (%s) ranks significantly below its %s lane on the %s: %s "
@@ -218,19 +218,18 @@ def _lane_check(
 
 
 def _reranker_weight(
-    reranker: CrossEncoder, reranker_options: dict[str, Any] | None
+    reranker: CrossEncoder, reranker_options: RerankerWeight | None
 ) -> float:
     """The weight tuned for this very reranker, else 1 (its order alone)."""
-    options = reranker_options or {}
-    if options.get("model") != model_id(reranker):
-        if options:
+    if reranker_options is None or reranker_options.model != model_id(reranker):
+        if reranker_options is not None:
             logger.warning(
                 "The reranker's tuned weight is %s's, not %s's; it reranks alone. "
                 "Run the evaluation pipeline to tune it.",
-                options.get("model"), model_id(reranker),
+                reranker_options.model, model_id(reranker),
             )  # fmt: skip
         return 1.0
-    return float(options["weight"])
+    return reranker_options.weight
 
 
 def _reranker_verdict(
@@ -239,7 +238,7 @@ def _reranker_verdict(
     params: dict[str, Any],
     reranker_params: dict[str, Any],
     promotion: dict[str, Any],
-) -> dict[str, Any]:
+) -> Verdict:
     """Whether the reranker ships: the promotion gate's rule (see
     :func:`product_search.promotion.promotion_verdict`, with ``reranker.min_gain``)
     for hybrid reranked against hybrid, both with the fine-tuned model, on the
@@ -260,7 +259,7 @@ def _reranker_verdict(
         **statistics(params, promotion),
     )
     logger.info("Reranker: %s", verdict["reason"])
-    return reranker.describe() | {"deploy": verdict["promote"]} | verdict
+    return Verdict.model_validate(verdict)
 
 
 def _reranker_variant(
@@ -276,15 +275,15 @@ def _reranker_variant(
     params: dict[str, Any],
     reranker_params: dict[str, Any],
     onnx: dict[str, Any],
-) -> dict[str, Any]:
+) -> RerankerVariant | None:
     """Which graph of the reranker serves: its int8 ONNX export, several
     times faster on CPU, when its ``promotion`` metric on the queries that
     judged the reranker is within ``reranker.serving.max_int8_loss`` of the
     full-precision reranker's; else fp32 over ``serving.fp32_top_n`` hits, so
-    that a request stays as fast. ``{}`` with ``onnx.evaluate`` off."""
+    that a request stays as fast. None with ``onnx.evaluate`` off."""
     serving = reranker_params.get("serving") or {}
     if not onnx.get("evaluate", True) or not serving:
-        return {}
+        return None
     set_name = "real_queries" if "real_queries" in query_sets else "test_queries"
     queries, qrels = query_sets[set_name]
     export = export_onnx(
@@ -304,19 +303,19 @@ def _reranker_variant(
     quantised = float(np.mean(list(int8_values.values())))
     tolerance = float(serving.get("max_int8_loss", 0.002))
     within = quantised >= fp32 - tolerance
-    variant = {
-        "metric": metric,
-        "queries": "real queries" if set_name == "real_queries" else "test queries",
-        "fp32": fp32,
-        "int8": quantised,
-        "int8_change": quantised - fp32,
-        "max_int8_loss": tolerance,
-        "serve": "int8" if within else "fp32",
-        "top_n": reranker.top_n if within else int(serving["fp32_top_n"]),
-    }
+    variant = RerankerVariant(
+        metric=metric,
+        queries="real queries" if set_name == "real_queries" else "test queries",
+        fp32=fp32,
+        int8=quantised,
+        int8_change=quantised - fp32,
+        max_int8_loss=tolerance,
+        serve="int8" if within else "fp32",
+        top_n=reranker.top_n if within else int(serving["fp32_top_n"]),
+    )
     logger.info(
         "Reranker int8: %s %.4f against %.4f in full precision (%+.4f): it serves %s "
         "over %d hits.",
-        metric, quantised, fp32, quantised - fp32, variant["serve"], variant["top_n"],
+        metric, quantised, fp32, quantised - fp32, variant.serve, variant.top_n,
     )  # fmt: skip
-    return {"variant": variant}
+    return variant

@@ -14,6 +14,7 @@ from sentence_transformers import CrossEncoder, SentenceTransformer
 
 from product_search import metrics as m
 from product_search.datasets import model_id
+from product_search.release import FusionChoice, JudgingQueries, RerankerWeight
 from product_search.scoring import require_columns
 from product_search.search.index import unit_vectors
 from product_search.search.rerank import blended_order, rerank_scores
@@ -54,7 +55,7 @@ def tune_search_options(
     params: dict[str, Any],
     *,
     promotion: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> FusionChoice:
     """The fusion hybrid search uses with ``model``, chosen on the validation
     queries (held out of its training) through its search table: the
     project's ``search.options``, unless a fusion of ``search.tuning.grid``
@@ -63,7 +64,7 @@ def tune_search_options(
     deployment records and ``/search`` uses; ``reason`` says why."""
     default = SearchOptions(**search_params["options"])
     tuning = search_params.get("tuning") or {}
-    result = {"model": model_id(model), "options": default.model_dump()}
+    name = model_id(model)
     require_columns(
         validation_queries, "validation_queries",
         ["query_id", "query", "product_id", "source"],
@@ -75,8 +76,8 @@ def tune_search_options(
     )  # fmt: skip
     if why:
         logger.info("Hybrid search keeps the project's fusion for %s: %s.",
-                    result["model"], why)  # fmt: skip
-        return result | {"tuned": False, "reason": why}
+                    name, why)  # fmt: skip
+        return FusionChoice(model=name, options=default, tuned=False, reason=why)
     sets = _validation_sets(validation_queries)
     query_lanes, qrels = {}, {}
     for source, (queries, source_qrels) in sets.items():
@@ -95,13 +96,13 @@ def tune_search_options(
     )
     logger.info(
         "Hybrid search with %s fuses by %s (%s): %s on validation queries.",
-        result["model"], fusion_label(choice["options"]), choice["reason"],
+        name, fusion_label(choice["options"]), choice["reason"],
         ", ".join(
             f"{name} {v['hybrid']:.4f} (dense {v['dense']:.4f}, lexical "
             f"{v['lexical']:.4f})" for name, v in choice["validation"].items()
         ),
     )  # fmt: skip
-    return result | choice | {"tuned": choice["moved"]}
+    return FusionChoice(model=name, tuned=choice.pop("moved"), **choice)
 
 
 def tune_reranker(
@@ -110,12 +111,12 @@ def tune_reranker(
     model: SentenceTransformer,
     reranker: CrossEncoder,
     reranker_history: dict[str, Any],
-    search_options: dict[str, Any],
+    search_options: FusionChoice,
     validation_queries: pd.DataFrame,
     reranker_params: dict[str, Any],
     params: dict[str, Any],
     promotion: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> RerankerWeight:
     """How much the trained reranker's score weighs against the hybrid score
     in the order it serves (see :func:`product_search.search.rerank.blended_order`):
     ``reranker.weight`` when set; else ``reranker.tuning.default`` (0: the
@@ -125,8 +126,8 @@ def tune_reranker(
     Each judging query's top ``top_n`` hybrid hits, with the fusion tuned for
     ``model``, are scored once; at most ``tuning.max_queries`` of them."""
     if not (reranker_history or {}).get("trained"):
-        return {"model": None, "weight": 0.0, "tuned": False, "reason": "no reranker"}
-    result = {"model": model_id(reranker)}
+        return RerankerWeight(model=None, weight=0.0, tuned=False, reason="no reranker")
+    name = model_id(reranker)
     tuning = reranker_params.get("tuning") or {}
     default = float(tuning.get("default", 0.0))
     fixed = reranker_params.get("weight")
@@ -148,7 +149,7 @@ def tune_reranker(
     if why:
         weight = default if fixed is None else float(fixed)
         logger.info("The reranker's weight is %s: %s.", weight, why)
-        return result | {"weight": weight, "tuned": False, "reason": why}
+        return RerankerWeight(model=name, weight=weight, tuned=False, reason=why)
     texts = {
         f"{source}:{qid}": text
         for source in judges
@@ -164,7 +165,7 @@ def tune_reranker(
         rng = np.random.default_rng(evidence.seed)
         keep = set(rng.permutation(sorted(texts))[: int(cap)])
         texts = {qid: text for qid, text in texts.items() if qid in keep}
-    options = SearchOptions(**search_options["options"])
+    options = search_options.options
     vectors = unit_vectors(model, list(texts.values()), params["batch_size"])
     top_n, columns = (
         int(reranker_params["top_n"]),
@@ -199,12 +200,13 @@ def tune_reranker(
         "validation queries; retrieval order %.4f): %s.",
         best, metric, means[best], len(scored), means.get(0.0, float("nan")), reason,
     )  # fmt: skip
-    return result | {
-        "weight": best,
-        "tuned": decided["moved"],
-        "reason": reason,
-        "metric": metric,
-        "queries": {"sources": judges, "count": len(scored)},
-        "cross_validation": decided["cross_validation"],
-        "validation": {str(w): v for w, v in means.items()},
-    }
+    return RerankerWeight(
+        model=name,
+        weight=best,
+        tuned=decided["moved"],
+        reason=reason,
+        metric=metric,
+        queries=JudgingQueries(sources=judges, count=len(scored)),
+        cross_validation=decided["cross_validation"],
+        validation={str(w): v for w, v in means.items()},
+    )
