@@ -14,36 +14,29 @@ import logging
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import anthropic
 import pandas as pd
-from tenacity import (
-    Retrying,
-    before_sleep_log,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
 
 from product_search.datasets.answer_cache import AnswerCache
 from product_search.providers import QueryGenerationError
 from product_search.providers.claude_common import (
     Answer,
     PromptSpec,
+    Totals,
     cache_answer,
     check_arguments,
     check_prices,
     client_from_credentials,
     describe,
-    estimated_cost,
     fatal_message,
+    finish,
     is_transient,
-    log_summary,
     look_up_answers,
-    result_frames,
+    retrying,
     too_many_failures,
 )
 from product_search.providers.claude_prompt import MalformedAnswerError
@@ -51,7 +44,6 @@ from product_search.providers.claude_prompt import MalformedAnswerError
 logger = logging.getLogger(__name__)
 
 PROVIDER = "claude"
-MAX_RETRY_WAIT_S = 60.0
 
 
 class _RunStoppedError(Exception):
@@ -71,11 +63,8 @@ class _Outcome:
 
 
 @dataclass
-class _Totals:
+class _Totals(Totals):
     calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    failures: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def generate_with_claude(
@@ -142,21 +131,15 @@ def generate_with_claude(
             max_failures=max_failures,
         )
 
-    queries, failures = result_frames(
-        lookup, totals.failures, provider=PROVIDER, model=model
-    )
-    cost = estimated_cost(totals.input_tokens, totals.output_tokens, prices)
-    log_summary(
+    return finish(
         logger,
         f"Claude ({model})",
         lookup,
-        failures,
+        totals,
+        provider=PROVIDER,
+        prices=prices,
         asked=f"{totals.calls} API calls",
-        input_tokens=totals.input_tokens,
-        output_tokens=totals.output_tokens,
-        cost=f"${cost:.4f}",
     )
-    return queries, failures
 
 
 def _ask_all(
@@ -237,17 +220,10 @@ def _ask_claude(
         outcome.output_tokens += message.usage.output_tokens
         return spec.parse(message)
 
-    retrying = Retrying(
-        retry=retry_if_exception(is_transient),
-        stop=stop_after_attempt(max_retries + 1),
-        wait=wait_exponential(
-            multiplier=retry_wait_s, max=max(MAX_RETRY_WAIT_S, retry_wait_s)
-        ),
-        before_sleep=before_sleep_log(logger, logging.DEBUG),
-        reraise=True,
-    )
     try:
-        outcome.queries = retrying(attempt)
+        outcome.queries = retrying(is_transient, max_retries + 1, retry_wait_s, logger)(
+            attempt
+        )
     except _RunStoppedError:
         outcome.stopped = True
         return outcome

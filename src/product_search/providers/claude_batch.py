@@ -35,13 +35,6 @@ from typing import Any, TypeVar
 
 import anthropic
 import pandas as pd
-from tenacity import (
-    Retrying,
-    before_sleep_log,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
 
 from product_search.datasets.answer_cache import AnswerCache, write_json_atomically
 from product_search.errors import UserError
@@ -50,17 +43,17 @@ from product_search.providers.claude_common import (
     Answer,
     Lookup,
     PromptSpec,
+    Totals,
     cache_answer,
     check_arguments,
     check_prices,
     client_from_credentials,
     describe,
-    estimated_cost,
     fatal_message,
+    finish,
     is_transient,
-    log_summary,
     look_up_answers,
-    result_frames,
+    retrying,
     too_many_failures,
 )
 from product_search.providers.claude_prompt import MalformedAnswerError
@@ -73,7 +66,6 @@ PROVIDER = "claude_batch"
 MAX_REQUESTS_PER_BATCH = 100_000
 MAX_BATCH_BYTES = 256_000_000
 BATCH_PRICE_FACTOR = 0.5
-MAX_RETRY_WAIT_S = 60.0
 
 CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 NOT_CUSTOM_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
@@ -161,13 +153,10 @@ class _Request:
 
 
 @dataclass
-class _Totals:
+class _Totals(Totals):
     submitted: int = 0
     requests: int = 0
     resumed: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    failures: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def generate_with_claude_batches(
@@ -248,24 +237,20 @@ def generate_with_claude_batches(
             deadline=time.monotonic() + max_wait_s,
         )
 
-    queries, failures = result_frames(
-        lookup, totals.failures, provider=PROVIDER, model=model
-    )
-    cost = estimated_cost(totals.input_tokens, totals.output_tokens, prices)
-    log_summary(
+    return finish(
         logger,
         f"Claude batches ({model})",
         lookup,
-        failures,
+        totals,
+        provider=PROVIDER,
+        prices=prices,
         asked=(
             f"{totals.requests} requests over {totals.submitted} new batches "
             f"and {totals.resumed} resumed"
         ),
-        input_tokens=totals.input_tokens,
-        output_tokens=totals.output_tokens,
-        cost=f"${cost * BATCH_PRICE_FACTOR:.4f} at the batch price",
+        price_factor=BATCH_PRICE_FACTOR,
+        price_note=" at the batch price",
     )
-    return queries, failures
 
 
 @dataclass
@@ -506,7 +491,7 @@ class _BatchRun:
         self, result: Any, spec: PromptSpec
     ) -> tuple[Answer | None, str | None, bool]:
         """(valid queries, or else the error and whether it is worth another
-        batch) of one result line; tokens are counted, valid answers cached."""
+        batch) of one result line; the tokens of an answer are counted."""
         if result.type == "errored":
             error = result.error.error
             retried = error.type not in NOT_RETRIED
@@ -557,29 +542,19 @@ class _BatchRun:
             not_found = isinstance(error, anthropic.NotFoundError)
             return is_transient(error) or (not_found_retried and not_found)
 
-        retrying = Retrying(
-            retry=retry_if_exception(retried),
-            stop=stop_after_attempt(self.max_call_retries + 1),
-            wait=wait_exponential(
-                multiplier=self.retry_wait_s,
-                max=max(MAX_RETRY_WAIT_S, self.retry_wait_s),
-            ),
-            before_sleep=before_sleep_log(logger, logging.DEBUG),
-            reraise=True,
-        )
         try:
-            return retrying(call)
-        except anthropic.APIStatusError as error:
-            fatal = error.status_code != 404 and fatal_message(error, self.spec.model)
-            if fatal:
-                raise QueryGenerationError(fatal) from None
+            return retrying(
+                retried, self.max_call_retries + 1, self.retry_wait_s, logger
+            )(call)
+        except (anthropic.APIStatusError, anthropic.APIConnectionError) as error:
+            fatal = (
+                isinstance(error, anthropic.APIStatusError)
+                and error.status_code != 404
+                and fatal_message(error, self.spec.model)
+            )
             raise QueryGenerationError(
-                f"Could not {what}: {describe(error)}. The ids of the submitted "
-                f"batches are saved in {self.state.path}: rerun to resume."
-            ) from None
-        except anthropic.APIConnectionError as error:
-            raise QueryGenerationError(
-                f"Could not {what}: {describe(error)}. The ids of the submitted "
+                fatal
+                or f"Could not {what}: {describe(error)}. The ids of the submitted "
                 f"batches are saved in {self.state.path}: rerun to resume."
             ) from None
 

@@ -11,12 +11,19 @@ Both fill the same answer cache, so either one's answers serve the other.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
 import pandas as pd
+from tenacity import (
+    Retrying,
+    before_sleep_log,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from product_search.datasets.answer_cache import AnswerCache
 from product_search.errors import UserError
@@ -36,6 +43,7 @@ from product_search.providers.claude_prompt import (
 )
 
 Answer = list[dict[str, str]]
+MAX_RETRY_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,7 @@ class Lookup:
     """The products of a run, split into those answered from the cache and
     those still to ask, as ``(position, product, cache key)``."""
 
+    model: str
     records: list[dict[str, Any]]
     answers: dict[int, Answer]
     to_ask: list[tuple[int, dict[str, Any], str]]
@@ -102,7 +111,7 @@ def look_up_answers(
             to_ask.append((position, product, key))
         else:
             answers[position] = cached["queries"]
-    return Lookup(records, answers, to_ask, len(answers))
+    return Lookup(spec.model, records, answers, to_ask, len(answers))
 
 
 def cache_answer(
@@ -188,14 +197,30 @@ def client_from_credentials(
     return client
 
 
-def result_frames(
+@dataclass
+class Totals:
+    """What a run's answers cost, and the products that got none (by position)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    failures: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def finish(
+    logger: logging.Logger,
+    title: str,
     lookup: Lookup,
-    failures: Mapping[int, dict[str, Any]],
+    totals: Totals,
     *,
     provider: str,
-    model: str,
+    prices: dict[str, float],
+    asked: str,
+    price_factor: float = 1.0,
+    price_note: str = "",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(queries in product order, failures in product order) of a run."""
+    """(queries, failures) in product order, after one summary line of counts,
+    tokens and cost (``prices`` times ``price_factor``) and a warning naming a
+    failed product."""
     queries = pd.DataFrame(
         [
             {
@@ -203,44 +228,33 @@ def result_frames(
                 "query": query["query"],
                 "query_type": query["query_type"],
                 "provider": provider,
-                "model": model,
+                "model": lookup.model,
             }
             for position in sorted(lookup.answers)
             for query in lookup.answers[position]
         ],
         columns=PROVIDER_COLUMNS,
     )
-    failed = pd.DataFrame(
-        [failures[position] for position in sorted(failures)],
+    failures = pd.DataFrame(
+        [totals.failures[position] for position in sorted(totals.failures)],
         columns=FAILURE_COLUMNS,
     ).astype({"attempts": "int64"})
-    return queries, failed
-
-
-def log_summary(
-    logger: logging.Logger,
-    title: str,
-    lookup: Lookup,
-    failures: pd.DataFrame,
-    *,
-    asked: str,
-    input_tokens: int,
-    output_tokens: int,
-    cost: str,
-) -> None:
-    """One line of counts, tokens and cost; a warning naming a failed product."""
+    cost = price_factor * estimated_cost(
+        totals.input_tokens, totals.output_tokens, prices
+    )
     logger.info(
         "%s: %d products, %d answered from the cache, %d asked in %s, %d failed; "
-        "%d input + %d output tokens, estimated cost %s.",
+        "%d input + %d output tokens, estimated cost $%.4f%s.",
         title,
         len(lookup.records),
         lookup.cached_hits,
         len(lookup.to_ask),
         asked,
         len(failures),
-        input_tokens,
-        output_tokens,
+        totals.input_tokens,
+        totals.output_tokens,
         cost,
+        price_note,
     )
     if len(failures):
         first = failures.iloc[0]
@@ -250,6 +264,7 @@ def log_summary(
             first["product_id"],
             first["error"],
         )
+    return queries, failures
 
 
 def too_many_failures(
@@ -260,6 +275,25 @@ def too_many_failures(
         f"{max_failures} that max_failure_rate allows for {products} products "
         f"(e.g. {product_id}: {error}). Answers received so far are cached: "
         "rerun to resume."
+    )
+
+
+def retrying(
+    retried: Callable[[BaseException], bool],
+    attempts: int,
+    retry_wait_s: float,
+    logger: logging.Logger,
+) -> Retrying:
+    """Up to ``attempts`` tries of what fails with a ``retried`` error, with
+    exponential backoff from ``retry_wait_s`` seconds (at most a minute)."""
+    return Retrying(
+        retry=retry_if_exception(retried),
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential(
+            multiplier=retry_wait_s, max=max(MAX_RETRY_WAIT_S, retry_wait_s)
+        ),
+        before_sleep=before_sleep_log(logger, logging.DEBUG),
+        reraise=True,
     )
 
 
