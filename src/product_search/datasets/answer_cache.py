@@ -12,6 +12,17 @@ from typing import Any
 from kedro.io.core import AbstractDataset, DatasetError
 
 
+def write_json_atomically(file: Path, value: Any) -> None:
+    """Write ``value`` as JSON to ``file`` so that a reader, or a run killed
+    halfway, sees the old file or the new one, never a part."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=file.parent, suffix=".tmp", delete=False
+    ) as tmp:
+        json.dump(value, tmp, ensure_ascii=False)
+    os.replace(tmp.name, file)
+
+
 class AnswerCache:
     """A directory of JSON files, one per answer, named by the hash of its key.
 
@@ -37,13 +48,7 @@ class AnswerCache:
         return json.loads(file.read_text(encoding="utf-8"))
 
     def put(self, key: str, value: Any) -> None:
-        file = self._file(key)
-        file.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", dir=file.parent, suffix=".tmp", delete=False
-        ) as tmp:
-            json.dump(value, tmp, ensure_ascii=False)
-        os.replace(tmp.name, file)
+        write_json_atomically(self._file(key), value)
 
     def __len__(self) -> int:
         return sum(1 for _ in self.path.glob("*/*.json"))

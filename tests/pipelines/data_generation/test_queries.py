@@ -115,6 +115,69 @@ def test_claude_gets_its_parameters_and_the_failure_bound(
     assert "max_failure_rate" not in seen
 
 
+@pytest.mark.parametrize(
+    ("batch_above", "expected"), [(5, "claude_batch"), (6, "claude")]
+)
+def test_auto_with_a_key_uses_batches_above_the_product_count(
+    tiny_products, params, monkeypatch, batch_above, expected
+):
+    from product_search.providers import claude, claude_batch  # noqa: PLC0415
+
+    called: dict = {"claude": {}, "claude_batch": {}}
+    monkeypatch.setattr(
+        claude, "generate_with_claude", _fake_claude([], called["claude"])
+    )
+    monkeypatch.setattr(
+        claude_batch,
+        "generate_with_claude_batches",
+        _fake_claude([], called["claude_batch"]),
+    )
+    params["provider"] = "auto"
+    params["claude_batch"]["batch_above"] = batch_above  # 6 products
+
+    generate_queries(tiny_products, AnswerCache("x"), params, {"api_key": "k"})
+
+    assert [name for name, seen in called.items() if seen] == [expected]
+    assert "batch_above" not in called[expected]
+
+
+def test_claude_batch_gets_the_claude_settings_with_its_own_on_top(
+    tiny_products, params, monkeypatch
+):
+    from product_search.providers import claude_batch  # noqa: PLC0415
+
+    seen: dict = {}
+    monkeypatch.setattr(
+        claude_batch, "generate_with_claude_batches", _fake_claude(["p2"], seen)
+    )
+    params["provider"] = "claude_batch"
+    params["claude"]["max_failure_rate"] = 0.34  # 6 products: 2 may fail
+
+    queries, failures = generate_queries(tiny_products, AnswerCache("x"), params)
+
+    assert failures["product_id"].tolist() == ["p2"]
+    assert len(queries) == 5
+    assert seen == {
+        "queries_per_product": 4,
+        "query_types": ["specific", "general", "need_based", "attribute_focused"],
+        "max_failures": 2,
+        "credentials": {},
+        # from the claude section
+        "model": "claude-sonnet-4-20250514",
+        "prompt_version": "v1",
+        "max_tokens": 1024,
+        "price_per_mtok": {"input": 3.0, "output": 15.0},
+        # the claude_batch section's own, and its max_retries and timeout_s
+        "max_retries": 2,
+        "timeout_s": 600,
+        "max_call_retries": 8,
+        "max_requests_per_batch": 100_000,
+        "max_batch_bytes": 256_000_000,
+        "poll_interval_s": 60,
+        "max_wait_s": 86_400,
+    }
+
+
 def test_filter_counts_each_cause(tiny_products, params):
     generated = pd.DataFrame(
         {

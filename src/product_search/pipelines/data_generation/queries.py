@@ -20,21 +20,24 @@ logger = logging.getLogger(__name__)
 NON_ALNUM = re.compile(r"[^0-9a-z]+")
 
 
-def _choose_provider(name: str, anthropic_credentials: dict[str, str]) -> str:
+def _choose_provider(
+    name: str, anthropic_credentials: dict[str, str], products: int, batch_above: int
+) -> str:
     if name == "auto":
         if anthropic_credentials.get("api_key") or anthropic_credentials.get(
             "auth_token"
         ):
-            return "claude"
+            return "claude_batch" if products > batch_above else "claude"
         logger.warning(
             "ANTHROPIC_API_KEY is not set (no api_key in the `anthropic` "
             "credentials): writing queries with the offline generator. Set the "
             "key (or provider: claude) to use Claude."
         )
         return "offline"
-    if name not in ("claude", "offline"):
+    if name not in ("claude", "claude_batch", "offline"):
         raise UserError(
-            f"Unknown query provider '{name}': use claude, offline or auto."
+            f"Unknown query provider '{name}': use claude, claude_batch, offline "
+            "or auto."
         )
     return name
 
@@ -49,7 +52,9 @@ def generate_queries(
     chosen provider; products whose generation failed are returned apart.
 
     ``auto`` picks Claude when ``anthropic_credentials`` (the catalog's
-    ``anthropic`` credentials, which read ANTHROPIC_API_KEY) hold a key."""
+    ``anthropic`` credentials, which read ANTHROPIC_API_KEY) hold a key: in
+    message batches (``claude_batch``) for more than
+    ``claude_batch.batch_above`` products, else one call per product."""
     anthropic_credentials = anthropic_credentials or {}
     per_product = int(params["queries_per_product"])
     query_types = list(params["query_types"])
@@ -57,7 +62,13 @@ def generate_queries(
         raise UserError(
             "queries_per_product must be at least 1 and query_types non-empty."
         )
-    provider = _choose_provider(params["provider"], anthropic_credentials)
+    batch = dict(params.get("claude_batch") or {})
+    provider = _choose_provider(
+        params["provider"],
+        anthropic_credentials,
+        len(products),
+        int(batch.pop("batch_above", 10_000)),
+    )
     if provider == "offline":
         queries = generate_offline(
             products, queries_per_product=per_product, query_types=query_types,
@@ -65,20 +76,13 @@ def generate_queries(
         )  # fmt: skip
         failures = pd.DataFrame(columns=FAILURE_COLUMNS)
     else:
-        from product_search.providers.claude import (  # noqa: PLC0415 - optional path
-            generate_with_claude,
-        )
-
-        claude = dict(params["claude"])
-        max_failure_rate = float(claude.pop("max_failure_rate"))
-        queries, failures = generate_with_claude(
+        queries, failures = _generate_with_claude(
+            provider,
             products,
             query_cache,
-            queries_per_product=per_product,
-            query_types=query_types,
-            max_failures=int(max_failure_rate * len(products)),
-            credentials=anthropic_credentials,
-            **claude,
+            params,
+            anthropic_credentials=anthropic_credentials,
+            batch=batch,
         )
     queries = queries.copy()
     queries["query_id"] = (
@@ -91,6 +95,44 @@ def generate_queries(
         len(queries), products["product_id"].nunique(), provider, len(failures),
     )  # fmt: skip
     return queries[QUERY_COLUMNS], failures
+
+
+def _generate_with_claude(
+    provider: str,
+    products: pd.DataFrame,
+    query_cache: AnswerCache,
+    params: dict[str, Any],
+    *,
+    anthropic_credentials: dict[str, str],
+    batch: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The claude provider with ``params["claude"]``, or claude_batch with
+    those settings overridden by ``params["claude_batch"]``."""
+    # Optional paths: neither imports the SDK when the offline provider runs.
+    from product_search.providers.claude import generate_with_claude  # noqa: PLC0415
+    from product_search.providers.claude_batch import (  # noqa: PLC0415
+        generate_with_claude_batches,
+    )
+
+    settings = dict(params["claude"])
+    if provider == "claude_batch":
+        settings.pop("max_concurrency", None)
+        settings.update(batch)
+    max_failure_rate = float(settings.pop("max_failure_rate"))
+    generate = (
+        generate_with_claude_batches
+        if provider == "claude_batch"
+        else generate_with_claude
+    )
+    return generate(
+        products,
+        query_cache,
+        queries_per_product=int(params["queries_per_product"]),
+        query_types=list(params["query_types"]),
+        max_failures=int(max_failure_rate * len(products)),
+        credentials=anthropic_credentials,
+        **settings,
+    )
 
 
 def filter_queries(
