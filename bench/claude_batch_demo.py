@@ -35,12 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.providers.fake_batches
 
 from product_search.datasets.answer_cache import AnswerCache  # noqa: E402
-from product_search.providers.claude_batch import (  # noqa: E402
+from product_search.providers.batch_state import (  # noqa: E402
     CUSTOM_ID,
     BatchState,
     custom_ids,
-    generate_with_claude_batches,
     state_path_for,
+)
+from product_search.providers.claude_batch import (  # noqa: E402
+    generate_with_claude_batches,
 )
 from tests.providers.fake_batches import (  # noqa: E402
     FakeBatchesAPI,

@@ -12,13 +12,13 @@ import pytest
 
 from product_search.datasets.answer_cache import AnswerCache
 from product_search.providers import FAILURE_COLUMNS, QueryGenerationError
-from product_search.providers.claude_batch import (
+from product_search.providers.batch_state import (
     BatchState,
     custom_id,
     custom_ids,
-    generate_with_claude_batches,
     state_path_for,
 )
+from product_search.providers.claude_batch import generate_with_claude_batches
 from tests.providers.fake_batches import (
     FakeBatchesAPI,
     canceled,

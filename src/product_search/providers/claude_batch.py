@@ -17,18 +17,15 @@ answers within 24 hours at half the price. One run:
    or malformed, up to ``max_retries`` times; then records it as a failure.
 
 A run stopped while it waits (killed, Ctrl-C, or past ``max_wait_s``) leaves
-the batch ids in the state file: the rerun polls the same batches and submits
-nothing that is cached or pending.
-"""
+the batch ids in the state file (:mod:`.batch_state`): the rerun polls the
+same batches and submits nothing that is cached or pending."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,9 +33,20 @@ from typing import Any, TypeVar
 import anthropic
 import pandas as pd
 
-from product_search.datasets.answer_cache import AnswerCache, write_json_atomically
+from product_search.datasets.answer_cache import AnswerCache
 from product_search.errors import UserError
 from product_search.providers import QueryGenerationError
+from product_search.providers.batch_state import (
+    ENVELOPE_BYTES,
+    MAX_BATCH_BYTES,
+    MAX_REQUESTS_PER_BATCH,
+    BatchRequest,
+    BatchState,
+    custom_ids,
+    outcome,
+    split_requests,
+    state_path_for,
+)
 from product_search.providers.claude_common import (
     Answer,
     Lookup,
@@ -56,100 +64,15 @@ from product_search.providers.claude_common import (
     retrying,
     too_many_failures,
 )
-from product_search.providers.claude_prompt import MalformedAnswerError
 
 logger = logging.getLogger(__name__)
 
 PROVIDER = "claude_batch"
-# The Message Batches API's limits per batch, and its price: half the
-# Messages API's for input and output tokens alike.
-MAX_REQUESTS_PER_BATCH = 100_000
-MAX_BATCH_BYTES = 256_000_000
+# The Message Batches API's price: half the Messages API's for input and
+# output tokens alike.
 BATCH_PRICE_FACTOR = 0.5
 
-CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-NOT_CUSTOM_ID_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
-# Errored requests that the same request would meet again: failures at once,
-# like the claude provider's 400.
-NOT_RETRIED = frozenset(
-    {
-        "invalid_request_error",
-        "authentication_error",
-        "permission_error",
-        "not_found_error",
-        "billing_error",
-    }
-)
-# The JSON around the requests of a create call: {"requests": [...]}.
-ENVELOPE_BYTES = len(b'{"requests": []}')
-
 T = TypeVar("T")
-
-
-def custom_id(product_id: str, salt: int = 0) -> str:
-    """The batch request id of a product: its own id when that is 1-64
-    characters of ``[a-zA-Z0-9_-]``, else the id with the other characters
-    replaced, cut to 51 characters, and a hash of the whole id."""
-    if salt == 0 and CUSTOM_ID.fullmatch(product_id):
-        return product_id
-    digest = hashlib.sha256(f"{salt}\x1f{product_id}".encode()).hexdigest()[:12]
-    return f"{NOT_CUSTOM_ID_CHARS.sub('_', product_id)[:51]}-{digest}"
-
-
-def custom_ids(product_ids: Sequence[str]) -> list[str]:
-    """One distinct ``custom_id`` per product id, in order; an id already
-    taken (a repeated product id, or an id that equals another's hashed
-    form) is hashed again with a salt until it is free."""
-    taken: set[str] = set()
-    ids = []
-    for product_id in product_ids:
-        salt = 0
-        candidate = custom_id(product_id)
-        while candidate in taken:
-            salt += 1
-            candidate = custom_id(product_id, salt)
-        taken.add(candidate)
-        ids.append(candidate)
-    return ids
-
-
-def state_path_for(cache: AnswerCache) -> Path:
-    """The batch state file of a cache: ``<cache folder>.batches.json``."""
-    return cache.path.with_name(f"{cache.path.name}.batches.json")
-
-
-class BatchState:
-    """The batches submitted and not read back yet, and the requests waiting to
-    be submitted again: a JSON file rewritten atomically at every change, and
-    removed when nothing is pending.
-
-    ``batches``: ``{batch id: {"spec": PromptSpec fields, "requests":
-    {custom_id: {"key", "product_id", "attempt"}}}}``; ``retries``: ``{cache
-    key: {"attempts", "error"}}``.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-        self.batches: dict[str, dict[str, Any]] = saved.get("batches", {})
-        self.retries: dict[str, dict[str, Any]] = saved.get("retries", {})
-
-    def save(self) -> None:
-        if self.batches or self.retries:
-            write_json_atomically(
-                self.path, {"batches": self.batches, "retries": self.retries}
-            )
-        else:
-            self.path.unlink(missing_ok=True)
-
-
-@dataclass
-class _Request:
-    key: str
-    attempt: int
-    custom_id: str
-    params: dict[str, Any]
-    size: int
 
 
 @dataclass
@@ -289,11 +212,7 @@ class _BatchRun:
         poll_interval_s: float,
         deadline: float,
     ) -> None:
-        pending = [
-            batch_id
-            for batch_id, batch in self.state.batches.items()
-            if any(r["key"] in self.positions for r in batch["requests"].values())
-        ]
+        pending, waiting = self.state.pending(self.positions)
         self.totals.resumed = len(pending)
         if pending:
             logger.info(
@@ -303,22 +222,14 @@ class _BatchRun:
                 self.state.path,
             )
         if len(pending) < len(self.state.batches):
-            logger.info(
-                "Claude batches: %d pending batches of other products or "
-                "settings are left in %s for their own run.",
-                len(self.state.batches) - len(pending),
-                self.state.path,
-            )
+            others = len(self.state.batches) - len(pending)
+            logger.info("Claude batches: %d pending batches of other products or "
+                        "settings are left for their own run.", others)  # fmt: skip
         # Attempts of requests to submit again, kept for this run's products.
         self.state.retries = {
             key: retry
             for key, retry in self.state.retries.items()
             if key in self.positions
-        }
-        waiting = {
-            request["key"]
-            for batch_id in pending
-            for request in self.state.batches[batch_id]["requests"].values()
         }
         to_submit = [
             (key, self.state.retries.get(key, {}).get("attempts", 0) + 1)
@@ -348,9 +259,11 @@ class _BatchRun:
                 error = f"request of {size} bytes exceeds max_batch_bytes"
                 self._fail(key, error, attempt - 1)
                 continue
-            requests.append(_Request(key, attempt, self.custom_ids[key], params, size))
+            requests.append(
+                BatchRequest(key, attempt, self.custom_ids[key], params, size)
+            )
         created = []
-        for chunk in _split(requests, max_requests, max_bytes):
+        for chunk in split_requests(requests, max_requests, max_bytes):
             batch = self._call(
                 lambda chunk=chunk: self.client.messages.batches.create(
                     requests=[
@@ -360,20 +273,12 @@ class _BatchRun:
                 what=f"submit a batch of {len(chunk)} requests",
                 not_found_retried=False,
             )
-            self.state.batches[batch.id] = {
-                "spec": asdict(self.spec),
-                "requests": {
-                    r.custom_id: {
-                        "key": r.key,
-                        "product_id": str(self.products[r.key]["product_id"]),
-                        "attempt": r.attempt,
-                    }
-                    for r in chunk
-                },
-            }
-            for request in chunk:
-                self.state.retries.pop(request.key, None)
-            self.state.save()
+            self.state.add(
+                batch.id,
+                asdict(self.spec),
+                chunk,
+                {r.key: str(self.products[r.key]["product_id"]) for r in chunk},
+            )
             created.append(batch.id)
             self.totals.submitted += 1
             self.totals.requests += len(chunk)
@@ -448,10 +353,13 @@ class _BatchRun:
                 )
                 continue
             unread.discard(line.custom_id)
-            queries, error, retried = self._outcome(line.result, spec)
+            if line.result.type == "succeeded":
+                usage = line.result.message.usage
+                self.totals.input_tokens += usage.input_tokens
+                self.totals.output_tokens += usage.output_tokens
+            queries, error, retried = outcome(line.result, spec)
             if queries is not None:
                 answered += 1
-                usage = line.result.message.usage
                 cache_answer(
                     self.cache,
                     request["key"],
@@ -486,25 +394,6 @@ class _BatchRun:
                 first["error"],
             )
         return to_submit
-
-    def _outcome(
-        self, result: Any, spec: PromptSpec
-    ) -> tuple[Answer | None, str | None, bool]:
-        """(valid queries, or else the error and whether it is worth another
-        batch) of one result line; the tokens of an answer are counted."""
-        if result.type == "errored":
-            error = result.error.error
-            retried = error.type not in NOT_RETRIED
-            return None, f"errored: {error.type}: {error.message}", retried
-        if result.type != "succeeded":
-            return None, f"{result.type} before Claude answered it", True
-        usage = result.message.usage
-        self.totals.input_tokens += usage.input_tokens
-        self.totals.output_tokens += usage.output_tokens
-        try:
-            return spec.parse(result.message), None, False
-        except MalformedAnswerError as error:
-            return None, describe(error), True
 
     def _answer(self, key: str, queries: Answer) -> None:
         for position in self.positions.get(key, []):
@@ -557,23 +446,3 @@ class _BatchRun:
                 or f"Could not {what}: {describe(error)}. The ids of the submitted "
                 f"batches are saved in {self.state.path}: rerun to resume."
             ) from None
-
-
-def _split(
-    requests: list[_Request], max_requests: int, max_bytes: int
-) -> list[list[_Request]]:
-    """Consecutive chunks of at most ``max_requests`` requests and
-    ``max_bytes`` bytes of JSON body each."""
-    chunks: list[list[_Request]] = []
-    chunk: list[_Request] = []
-    size = ENVELOPE_BYTES
-    for request in requests:
-        added = request.size + (2 if chunk else 0)  # ", " between requests
-        if chunk and (len(chunk) >= max_requests or size + added > max_bytes):
-            chunks.append(chunk)
-            chunk, size, added = [], ENVELOPE_BYTES, request.size
-        chunk.append(request)
-        size += added
-    if chunk:
-        chunks.append(chunk)
-    return chunks
