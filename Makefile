@@ -66,11 +66,14 @@ mlflow-ui: install
 # one task per pipeline namespace, in the prod environment, reading the
 # configuration archive that `kedro package` writes from where the Airflow
 # image keeps it. Change deploy/airflow_dag_template.j2 or
-# conf/base/airflow.yml, then run this again.
+# conf/base/airflow.yml, then run this again. The command starts a Kedro
+# session in that environment, and kedro-mlflow opens its tracking store:
+# conf/prod reads MLFLOW_TRACKING_URI, here the project's own store.
 AIRFLOW_ENV ?= prod
 AIRFLOW_CONF_SOURCE ?= /opt/airflow/product-search/conf-product_search.tar.gz
 
 airflow-dag: install
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/data/mlflow.db} \
 	$(BIN)/kedro airflow create --group-by namespace --env $(AIRFLOW_ENV) \
 	  --jinja-file deploy/airflow_dag_template.j2 --conf-source $(AIRFLOW_CONF_SOURCE)
 	$(BIN)/ruff format -q airflow_dags
