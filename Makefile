@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test lint viz serve mlflow-ui bench clean
+.PHONY: install run test lint viz serve mlflow-ui bench airflow-dag clean
 
 $(BIN)/kedro: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,22 @@ serve: install
 # kedro-mlflow starts the `mlflow` command, which lives in the virtual environment.
 mlflow-ui: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/kedro mlflow ui $(ARGS)
+
+# The Airflow DAG, airflow_dags/product_search_prod_dag.py (docs/airflow.md):
+# one task per pipeline namespace, in the prod environment, reading the
+# configuration archive that `kedro package` writes from where the Airflow
+# image keeps it. Change deploy/airflow_dag_template.j2 or
+# conf/base/airflow.yml, then run this again. The command starts a Kedro
+# session in that environment, and kedro-mlflow opens its tracking store:
+# conf/prod reads MLFLOW_TRACKING_URI, here the project's own store.
+AIRFLOW_ENV ?= prod
+AIRFLOW_CONF_SOURCE ?= /opt/airflow/product-search/conf-product_search.tar.gz
+
+airflow-dag: install
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/data/mlflow.db} \
+	$(BIN)/kedro airflow create --group-by namespace --env $(AIRFLOW_ENV) \
+	  --jinja-file deploy/airflow_dag_template.j2 --conf-source $(AIRFLOW_CONF_SOURCE)
+	$(BIN)/ruff format -q airflow_dags
 
 clean:
 	rm -rf $(VENV)

@@ -5,15 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
+from kedro.framework.project import configure_project
+from kedro.io import DataCatalog, MemoryDataset
 
+from product_search.pipeline_registry import register_pipelines
 from product_search.pipelines.evaluation import create_pipeline as evaluation
+from product_search.settings import CONFIG_LOADER_ARGS
 
 ROOT = Path(__file__).parents[1]
 
 
 def _config(key: str, env: str = "local") -> dict:
     return OmegaConfigLoader(
-        str(ROOT / "conf"), base_env="base", default_run_env="local", env=env
+        str(ROOT / "conf"),
+        env=env,
+        # kedro-mlflow adds its pattern when a session starts.
+        config_patterns={"mlflow": ["mlflow*", "mlflow*/**"]},
+        **CONFIG_LOADER_ARGS,
     )[key]
 
 
@@ -78,3 +86,83 @@ def test_the_report_can_be_rewritten_without_the_models():
     assert {
         name for name in from_report.inputs() if not name.startswith("params:")
     } <= declared
+
+
+def _stage_datasets() -> dict[str, set[str]]:
+    """Each dataset that one stage (a pipeline namespace, an Airflow task)
+    writes and another reads, with the stages that read it."""
+    configure_project("product_search")
+    default = register_pipelines()["__default__"]
+    stages = {node.namespace.split(".")[0] for node in default.nodes}
+    crossing: dict[str, set[str]] = {}
+    for writer in stages:
+        written = default.only_nodes_with_namespaces([writer]).all_outputs()
+        for reader in stages - {writer}:
+            read = default.only_nodes_with_namespaces([reader]).all_inputs()
+            for name in written & read:
+                crossing.setdefault(name, set()).add(reader)
+    return crossing
+
+
+def test_every_dataset_between_two_stages_is_persisted(monkeypatch):
+    # Each stage is its own process (`kedro run --namespaces`, one Airflow
+    # task): what one stage hands another in memory would be lost.
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    catalog = DataCatalog.from_config(_catalog_config(), _config("credentials"))
+    crossing = _stage_datasets()
+
+    # get() also resolves the catalog's dataset factory patterns, and gives
+    # None for a name that neither an entry nor a pattern declares.
+    datasets = {name: catalog.get(name) for name in crossing}
+    assert {name for name, ds in datasets.items() if ds is None} == set()
+    assert {
+        name for name, ds in datasets.items() if isinstance(ds, MemoryDataset)
+    } == set()
+    assert crossing["fine_tuned_model"] == {"evaluation", "deployment"}
+    assert crossing["release_manifest"] == {"deployment"}
+    assert {"products", "train_pairs", "test_queries", "reranker"} <= set(crossing)
+
+
+# Dataset types that read and write through fsspec, so an s3:// path works.
+FSSPEC_TYPES = ("pandas.", "json.", "text.", "matplotlib.", "product_search.datasets.ContractDataset")  # fmt: skip
+
+
+def _paths(entry: dict) -> list[str]:
+    """The paths a catalog entry writes to (its own, or its wrapped dataset's)."""
+    paths = [
+        str(entry[key])
+        for key in ("filepath", "path", "model_name_or_path")
+        if key in entry
+    ]
+    return paths + (_paths(entry["dataset"]) if "dataset" in entry else [])
+
+
+def test_the_prod_catalog_builds_without_connecting(monkeypatch):
+    for name in ("DATABASE_URL", "CATALOG_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    config = _catalog_config("prod")
+    credentials = _config("credentials", "prod") | {
+        # Hosts that do not resolve: building the catalog must not connect.
+        "catalog_db": {"con": "postgresql+psycopg://reader@catalog.invalid/shop"},
+        "db": {"con": "postgresql+psycopg://search@search.invalid/search"},
+    }
+    catalog = DataCatalog.from_config(config, credentials)
+    for name in catalog.keys():
+        assert catalog.get(name) is not None, name
+
+    configure_project("product_search")
+    written = register_pipelines()["__default__"].all_outputs()
+    volume = _config("globals", "prod")["volume"]
+    for name in written & set(config):
+        entry = config[name]
+        for path in _paths(entry):
+            # Nothing a task writes stays on its worker's own disk.
+            assert path.startswith(("s3://", f"{volume}/")), (name, path)
+            if path.startswith("s3://"):
+                assert entry["type"].startswith(FSSPEC_TYPES), (name, path)
+    assert config["products"]["filepath"].startswith("s3://")
+    assert config["fine_tuned_model"]["model_name_or_path"].startswith(volume)
+    assert config["raw_products"]["type"] == "pandas.SQLQueryDataset"
+    assert credentials["db"]["con"].endswith("search.invalid/search")
+    # kedro-mlflow reads the worker's MLFLOW_TRACKING_URI.
+    assert _config("mlflow", "prod")["server"]["mlflow_tracking_uri"] is None
