@@ -119,8 +119,8 @@ def encode_catalog(
             saved.save(shard, ids[shard.start : shard.stop], shard_vectors)
         vectors[shard.index] = shard_vectors
         logger.info(
-            "Shard %d/%d (products %d-%d) encoded%s.",
-            shard.index + 1, len(shards), shard.start, shard.stop - 1,
+            "Shard %05d of %d (products %d-%d) encoded%s.",
+            shard.index, len(shards), shard.start, shard.stop - 1,
             f" and saved in {saved.folder}" if saved is not None else "",
         )  # fmt: skip
     if len(todo) > 1 or (todo and options.backend == "ray"):
