@@ -157,7 +157,7 @@ def test_each_pipeline_is_a_namespace_for_its_nodes_only():
     assert default.inputs() == {
         "raw_products", "search_logs", "judged_queries", "relevance_judgments",
         "query_cache", "anthropic_credentials", "base_model", "reranker_base",
-        "serving_search_table", "params:data_generation",
+        "serving_search_table", "embedding_shards", "params:data_generation",
         "params:data_generation.split", "params:training", "params:reranker",
         "params:search", "params:evaluation", "params:promotion", "params:onnx",
         "params:deployment",

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
+from psycopg import sql
 from sqlalchemy import text
 
 from product_search.search.analyzer import analyze
@@ -18,6 +20,7 @@ from product_search.search.table import (
     TableMissingError,
     writer,
 )
+from product_search.search.table import sql as q
 from tests import pg
 from tests.search.test_bm25 import FIVE_PRODUCTS, HAND_SCORES
 
@@ -167,6 +170,56 @@ def test_save_writes_vectors_terms_bm25_indexes_vocabulary_and_version(
     assert table_names(db, name) == [
         name, f"{name}_lexical", f"{name}_terms", f"{name}_versions",
     ]  # fmt: skip
+
+
+def test_rows_are_copied_in_binary_then_hnsw_is_built_with_the_build_settings(
+    db, make_table, three_products, monkeypatch
+):
+    """The save COPYs the rows in binary (pgvector's binary vector dumper),
+    then builds the HNSW index with save_args' maintenance_work_mem and
+    max_parallel_maintenance_workers, set for its transaction only."""
+    events: list[tuple] = []
+    copy = psycopg.Cursor.copy
+
+    def record_copy(cursor, statement, *args, **kwargs):
+        events.append(("copy", statement.as_string(cursor)))
+        return copy(cursor, statement, *args, **kwargs)
+
+    execute = q.execute
+
+    def record_hnsw(conn, statement, params=None):
+        driver = conn.connection.driver_connection
+        if "USING hnsw" in statement.as_string(driver):
+            settings = [
+                execute(conn, sql.SQL(f"SHOW {name}"))[1][0][0]
+                for name in ("maintenance_work_mem", "max_parallel_maintenance_workers")
+            ]
+            events.append(("hnsw", *settings))
+        return execute(conn, statement, params)
+
+    monkeypatch.setattr(psycopg.Cursor, "copy", record_copy)
+    monkeypatch.setattr(q, "execute", record_hnsw)
+    table = make_table(
+        save_args={
+            "maintenance_work_mem": "77MB",
+            "max_parallel_maintenance_workers": 1,
+        }
+    )
+
+    table.save(three_products)
+
+    name = table.qualified_name
+    assert [e[0] for e in events] == ["copy", "copy", "copy", "hnsw"]
+    products_copy = events[0][1]
+    assert products_copy.startswith(f'COPY "{name.split("__")[0]}__new_')
+    assert products_copy.endswith('"embedding") FROM STDIN (FORMAT BINARY)')
+    assert all(e[1].endswith("(FORMAT BINARY)") for e in events[:3])
+    assert events[3] == ("hnsw", "77MB", "1")
+    assert rows(db, f"SELECT product_id, embedding::text FROM {name} ORDER BY 1") == [
+        ("p1", "[1,0,0]"), ("p2", "[0,1,0]"), ("p3", "[0.6,0.8,0]"),
+    ]  # fmt: skip
+    # SET LOCAL: the next transaction has the server's settings again.
+    assert rows(db, "SHOW maintenance_work_mem") != [("77MB",)]
 
 
 def test_frame_returns_the_saved_rows(make_table, three_products):

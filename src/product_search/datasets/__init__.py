@@ -3,6 +3,7 @@
 from product_search.datasets.answer_cache import AnswerCache, AnswerCacheDataset
 from product_search.datasets.contract import ContractDataset
 from product_search.datasets.credentials import CredentialsDataset
+from product_search.datasets.embedding_shards import EmbeddingShardsDataset
 from product_search.datasets.onnx_model import OnnxModelDataset
 from product_search.datasets.optional_csv import OptionalCSVDataset
 from product_search.datasets.pgvector_table import PgVectorTableDataset
@@ -20,6 +21,7 @@ __all__ = [
     "ContractDataset",
     "CredentialsDataset",
     "CrossEncoderModelDataset",
+    "EmbeddingShardsDataset",
     "OnnxModelDataset",
     "OptionalCSVDataset",
     "PgVectorTableDataset",

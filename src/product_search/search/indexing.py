@@ -1,6 +1,7 @@
 """Indexing a catalog for the search table: each product embedded by a model
-and analysed for BM25, with the fusion and the reranker that serve with it.
-The evaluation builds its tables with it, the deployment the serving one."""
+(shard by shard, resumably, see :mod:`product_search.search.encoding`) and
+analysed for BM25, with the fusion and the reranker that serve with it. The
+evaluation builds its tables with it, the deployment the serving one."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from sentence_transformers import SentenceTransformer
 from product_search.datasets import model_id
 from product_search.errors import UserError
 from product_search.search.bm25 import Bm25Params
-from product_search.search.index import ProductIndex, build_product_index, unit_vectors
+from product_search.search.encoding import EncodingOptions, encode_catalog
+from product_search.search.index import ProductIndex, build_product_index
+from product_search.search.shards import ShardStore
 from product_search.search.table import SearchOptions
 
 logger = logging.getLogger(__name__)
@@ -23,10 +26,15 @@ def embed_products(
     products: pd.DataFrame,
     model: SentenceTransformer,
     params: dict[str, Any],
+    shards: ShardStore | None = None,
 ) -> pd.DataFrame:
     """Encode each product's ``text`` into a unit vector, next to its id, the
     display columns a search result shows, and the id of the model.
 
+    ``params["encoding"]`` (:class:`EncodingOptions`) says how: the shard
+    size, and the backend (this process, or actors on Ray). With ``shards``,
+    each shard is saved there once encoded and read back by a rerun with the
+    same model and products, so a killed run resumes where it stopped.
     """
     display_columns = list(params["display_columns"])
     missing = [
@@ -39,10 +47,16 @@ def embed_products(
             f"products lacks the column(s) {missing} needed for the search table; "
             f"it has {list(products.columns)}."
         )
-    embeddings = unit_vectors(
-        model, products["text"].tolist(), params["batch_size"], show_progress_bar=True
-    )
     name = model_id(model)
+    embeddings = encode_catalog(
+        model,
+        name,
+        products["product_id"].astype(str).tolist(),
+        products["text"].tolist(),
+        batch_size=params["batch_size"],
+        options=EncodingOptions.from_params(params.get("encoding")),
+        store=shards,
+    )
     logger.info("Embedded %d products with %s.", len(products), name)
     product_embeddings = products[["product_id", *display_columns]].reset_index(
         drop=True
@@ -58,13 +72,14 @@ def index_products(
     *,
     search_options: dict[str, Any] | None = None,
     reranker: dict[str, Any] | None = None,
+    shards: ShardStore | None = None,
 ) -> ProductIndex:
     """The search table's content: each product's vector (see
-    :func:`embed_products`), the BM25 weights of its analysed ``text``, the
+    :func:`embed_products`, which saves them to ``shards``), the BM25 weights of its analysed ``text``, the
     fusion ``/search`` uses with it (``search_options``, else the project's
     ``search.options``), and the reranker that ships with it (its release
     record, see :meth:`product_search.release.RerankerRelease.record`)."""
-    embedded = embed_products(products, model, params)
+    embedded = embed_products(products, model, params, shards)
     options = search_options or dict(search_params.get("options") or {})
     index = build_product_index(
         embedded,

@@ -17,6 +17,7 @@ from kedro_datasets.json import JSONDataset
 
 from product_search.datasets import (
     CrossEncoderModelDataset,
+    EmbeddingShardsDataset,
     OnnxModelDataset,
     SentenceTransformerModelDataset,
 )
@@ -121,6 +122,9 @@ def _catalog(
             "promotion_decision": JSONDataset(filepath=str(decision_path)),
             "params:onnx": MemoryDataset({"int8": False, "opset": 17}),
             "onnx_model": OnnxModelDataset(path=str(decision_path.parent / "onnx")),
+            "embedding_shards": EmbeddingShardsDataset(
+                path=str(decision_path.parent / "shards")
+            ),
         }
     )
 
@@ -145,6 +149,9 @@ def test_pipeline_writes_the_products_to_the_search_table(
         base_model.encode(tiny_products["text"].tolist(), normalize_embeddings=True),
         atol=1e-6,
     )
+    # The vectors were saved as one shard (6 products, shards of 50,000).
+    [shard] = (tmp_path / "shards").glob("*/shard-*.npz")
+    assert shard.name.startswith("shard-00000-")
     info = table.load().info()
     assert (info["model"], info["dimension"], info["row_count"]) == (MODEL, 384, 6)
     assert (info["analyzer"], info["bm25_k1"], info["bm25_b"]) == (

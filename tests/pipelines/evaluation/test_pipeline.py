@@ -154,6 +154,8 @@ def inputs(
         ),
         "base_search_table": make_dataset(),
         "fine_tuned_search_table": make_dataset(),
+        # Vectors kept in memory only.
+        "embedding_shards": MemoryDataset(None),
         "params:data_generation.split": MemoryDataset(
             {"test_size": 0.2, "seed": 42, "split_by": "query"}
         ),

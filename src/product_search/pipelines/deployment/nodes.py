@@ -22,6 +22,7 @@ from product_search.scoring import build_evaluation_set, evaluate_model
 from product_search.search.index import ProductIndex
 from product_search.search.indexing import index_products
 from product_search.search.onnx import OnnxExport
+from product_search.search.shards import ShardStore
 from product_search.search.table import SearchTable
 
 logger = logging.getLogger(__name__)
@@ -154,13 +155,17 @@ def index_for_serving(
     params: dict[str, Any],
     search_params: dict[str, Any],
     manifest: ReleaseManifest,
+    *,
+    shards: ShardStore | None = None,
 ) -> ProductIndex:
     """The serving table's content (see
     :func:`product_search.search.indexing.index_products`), with the fusion
-    and the reranker of the release manifest."""
+    and the reranker of the release manifest. The vectors are saved to
+    ``shards`` shard by shard; those the evaluation saved for the same model
+    and products are read back, not encoded again."""
     _require_manifest_of(manifest, model)
     return index_products(
         products, model, params, search_params,
         search_options=manifest.fusion.options.model_dump(),
-        reranker=manifest.reranker.record(),
+        reranker=manifest.reranker.record(), shards=shards,
     )  # fmt: skip

@@ -53,6 +53,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params": "params:deployment",
                     "search_params": "params:search",
                     "manifest": "release_manifest",
+                    # Where each shard of vectors is saved once encoded.
+                    "shards": "embedding_shards",
                 },
                 outputs="product_embeddings",
                 name="index_products_node",

@@ -51,12 +51,15 @@ def create_pipeline(**kwargs) -> Pipeline:
             *(
                 Node(
                     index_products,
-                    inputs=[
-                        "products",
-                        f"{model}_model",
-                        "params:deployment",
-                        "params:search",
-                    ],
+                    inputs={
+                        "products": "products",
+                        "model": f"{model}_model",
+                        "params": "params:deployment",
+                        "search_params": "params:search",
+                        # Saved shard by shard: a killed run resumes, and the
+                        # deployment reads the fine-tuned model's back.
+                        "shards": "embedding_shards",
+                    },
                     outputs=f"{model}_search_table",
                     name=f"index_{model}_model_node",
                 )
