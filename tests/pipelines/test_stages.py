@@ -44,6 +44,9 @@ KEDRO_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}\.\d{2}\.\d{2}\.\d{3}Z")
 CLOCK_KEY = re.compile(r"(_at|_seconds|_time_s|_per_s)$|^version$")
 # The same durations in the report and the model cards: "3.3 s", "19.5 pairs/s".
 DURATION = re.compile(r"\d+(\.\d+)? (s|seconds|pairs/s)\b")
+# The shard cache (search/shards.py): folders and files named by fingerprints.
+SHARDS = "07_model_output/embedding_shards/"
+SHARD_NAME = re.compile(r"(?<=-)[0-9a-f]{12,20}\b")
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +127,12 @@ def _outputs(out: Path) -> dict[str, Any]:
     files: dict[str, Any] = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         name = KEDRO_VERSION.sub("<version>", path.relative_to(out).as_posix())
+        if name.startswith(SHARDS):
+            # A cache named by each model's fingerprint, which holds its
+            # versioned path: the same shards under another name per run.
+            name = SHARD_NAME.sub("<fingerprint>", name)
+            files[name] = files.get(name, 0) + 1
+            continue
         if path.suffix == ".json":
             files[name] = _without_clock(json.loads(path.read_text()), out)
         elif path.suffix in {".csv", ".md"}:

@@ -109,7 +109,7 @@ class ShardStore:
         return f"ShardStore({str(self.root)!r}, keep_models={self.keep_models})"
 
     def folder(self, model_id: str, fingerprint: str) -> Path:
-        slug = _SLUG.sub("_", model_id.rsplit("/", 1)[-1])[-40:] or "model"
+        slug = _SLUG.sub("_", model_id.rsplit("/", 1)[-1])[-48:] or "model"
         return self.root / f"{slug}-{fingerprint[:12]}"
 
     def open(self, model_id: str, fingerprint: str) -> ModelShards:
