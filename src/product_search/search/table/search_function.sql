@@ -177,7 +177,12 @@ BEGIN
         -- BM25: the query's known terms with their counts; candidates are the
         -- products holding any of them (GIN index, OR semantics); a score is
         -- the inner product of the product's stored BM25 weights with the
-        -- counts (the sparsevec is 1-based, term ids 0-based).
+        -- counts (the sparsevec is 1-based, term ids 0-based). Bounded
+        -- (options.lexical_bound > 0): each term brings in at most that many
+        -- candidates, those of its highest weights that pass the filters (the
+        -- impacts table's (term_id, weight DESC) index), so that a common
+        -- word does not bring in most of the catalog; a term held by fewer
+        -- brings in all of them, as in the exact lane.
         lanes := lanes || format($sql$query_terms AS MATERIALIZED (
             SELECT t.term, t.term_id, count(*) AS n
             FROM unnest(CAST($2 AS text[])) AS q(term) JOIN %s AS t USING (term)
@@ -186,13 +191,26 @@ BEGIN
             SELECT l.product_id, -(l.bm25 <#> (SELECT CAST('{{' || string_agg(
                 (term_id + 1) || ':' || n, ',' ORDER BY term_id) || '}}/%s' AS sparsevec)
                 FROM query_terms)) AS score
-            FROM %s AS l%s
-            WHERE l.terms && (SELECT array_agg(term) FROM query_terms)%s
+            FROM %s
             ORDER BY score DESC, l.product_id LIMIT $5) AS l)$sql$,
-            vocabulary, lane_columns, greatest(vocabulary_size, 1), lexical_table,
-            CASE WHEN predicate <> '' THEN format(' JOIN %s AS p USING (product_id)', products)
-                 ELSE '' END,
-            predicate);
+            vocabulary, lane_columns, greatest(vocabulary_size, 1),
+            CASE WHEN coalesce((settings->>'lexical_bound')::integer, 0) > 0 THEN format(
+                $sql$(SELECT DISTINCT top.product_id FROM query_terms AS t
+                CROSS JOIN LATERAL (SELECT i.product_id FROM %s AS i%s
+                    WHERE i.term_id = t.term_id%s
+                    ORDER BY i.weight DESC, i.product_id LIMIT %s) AS top) AS c
+                JOIN %s AS l USING (product_id)$sql$,
+                {impacts},
+                CASE WHEN predicate <> '' THEN format(' JOIN %s AS p USING (product_id)', products)
+                     ELSE '' END,
+                predicate, (settings->>'lexical_bound')::integer, lexical_table)
+            ELSE format(
+                $sql$%s AS l%s
+                WHERE l.terms && (SELECT array_agg(term) FROM query_terms)%s$sql$,
+                lexical_table,
+                CASE WHEN predicate <> '' THEN format(' JOIN %s AS p USING (product_id)', products)
+                     ELSE '' END,
+                predicate) END);
     END IF;
 
     IF search_mode = 'hybrid' THEN
