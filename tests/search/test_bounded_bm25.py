@@ -123,6 +123,17 @@ def test_a_tiny_bound_caps_each_terms_candidates(table, catalog):
     assert all(s == exact[p] for p, s in both)
 
 
+def test_a_term_below_the_bound_brings_in_all_its_products(table, catalog):
+    # 20 products hold "bit": all of them, and the 20 best of "drill".
+    hits = lexical(table, "drill bit", SearchOptions(lexical_bound=20))
+
+    holders = set(top_by_weight(catalog, "bit", N))
+    assert len(holders) == 20
+    assert {p for p, _ in hits} == holders | set(top_by_weight(catalog, "drill", 20))
+    exact = dict(lexical(table, "drill bit", EXACT))
+    assert all(s == exact[p] for p, s in hits)
+
+
 def test_the_bound_counts_only_the_products_the_filters_keep(table, catalog):
     options = SearchOptions(lexical_bound=3)
 
