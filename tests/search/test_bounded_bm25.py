@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import yaml
 
 from product_search.search.analyzer import analyze
 from product_search.search.bm25 import score
 from product_search.search.table import SearchOptions
+from tests.conftest import ROOT
 from tests.search.test_table import _plan, db, ids, index, rows  # noqa: F401
 
 # 60 products: "drill" in every one (the common word), "bit" in every third,
@@ -158,3 +160,17 @@ def test_none_is_exact_as_zero_is(table, mode):
     )
 
     assert unset == table.search("drill w2", vector, 100, mode=mode, options=EXACT)
+
+
+def test_the_bound_is_a_search_option_of_the_project_and_the_service(monkeypatch):
+    from product_search.service.settings import ServiceSettings  # noqa: PLC0415
+
+    with open(ROOT / "conf" / "base" / "parameters_search.yml") as f:
+        project = yaml.safe_load(f)["search"]["options"]
+    monkeypatch.setenv("SEARCH_LEXICAL_BOUND", "0")
+
+    served = ServiceSettings().search_options(project)
+
+    assert project["lexical_bound"] == SearchOptions().lexical_bound == 10_000
+    # SEARCH_LEXICAL_BOUND=0 serves exact BM25 whatever the project says.
+    assert served.lexical_bound == 0
