@@ -24,6 +24,7 @@ Writes bench/results/bounded_bm25.{json,md}.
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -204,6 +205,8 @@ def markdown(payload: dict[str, Any]) -> str:
     parts = [
         "# Bounded BM25\n",
         provenance(payload),
+        f"Load average at the start: {payload.get('load_average', 'n/a')} "
+        "(2 cores shared with other work inflate the latencies).\n"
         "\nThe lexical lane (k = 10) exactly and with `lexical_bound` per query "
         "term. *queries with a term over it*: queries holding a term more "
         "products hold than the bound, the only ones the bound can change.\n",
@@ -228,6 +231,7 @@ def main() -> None:
     bounds = tuple(int(b) for b in args.bounds.split(","))
     payload: dict[str, Any] = {
         "benchmark": NAME, "environment": environment("cpu"), "limit": args.limit,
+        "load_average": round(os.getloadavg()[0], 1),
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bounded-bm25-") as tmp:
         folder = args.data or Path(tmp) / "export"
