@@ -168,7 +168,8 @@ def test_save_writes_vectors_terms_bm25_indexes_vocabulary_and_version(
         pytest.approx(7 / 3),
     )
     assert table_names(db, name) == [
-        name, f"{name}_lexical", f"{name}_terms", f"{name}_versions",
+        name, f"{name}_impacts", f"{name}_lexical", f"{name}_terms",
+        f"{name}_versions",
     ]  # fmt: skip
 
 
@@ -209,12 +210,13 @@ def test_rows_are_copied_in_binary_then_hnsw_is_built_with_the_build_settings(
     table.save(three_products)
 
     name = table.qualified_name
-    assert [e[0] for e in events] == ["copy", "copy", "copy", "hnsw"]
+    # Products, lexical rows, vocabulary, impacts (bounded BM25), then HNSW.
+    assert [e[0] for e in events] == ["copy", "copy", "copy", "copy", "hnsw"]
     products_copy = events[0][1]
     assert products_copy.startswith(f'COPY "{name.split("__")[0]}__new_')
     assert products_copy.endswith('"embedding") FROM STDIN (FORMAT BINARY)')
-    assert all(e[1].endswith("(FORMAT BINARY)") for e in events[:3])
-    assert events[3] == ("hnsw", "77MB", "1")
+    assert all(e[1].endswith("(FORMAT BINARY)") for e in events[:4])
+    assert events[4] == ("hnsw", "77MB", "1")
     assert rows(db, f"SELECT product_id, embedding::text FROM {name} ORDER BY 1") == [
         ("p1", "[1,0,0]"), ("p2", "[0,1,0]"), ("p3", "[0.6,0.8,0]"),
     ]  # fmt: skip
@@ -290,7 +292,8 @@ def test_a_save_failing_midway_leaves_the_old_rows_and_vocabulary(
     assert rows(db, f"SELECT product_id FROM {name} ORDER BY 1")[0] == ("p1",)
     assert rows(db, f"SELECT * FROM {name}_terms ORDER BY 1") == before
     assert table_names(db, name) == [
-        name, f"{name}_lexical", f"{name}_terms", f"{name}_versions",
+        name, f"{name}_impacts", f"{name}_lexical", f"{name}_terms",
+        f"{name}_versions",
     ]  # fmt: skip
     assert table.info()["row_count"] == 5
 

@@ -53,6 +53,8 @@ class ServiceSettings(BaseSettings):
     lexical_weight: float | None = Field(None, ge=0)
     dense_depth: int | None = Field(None, ge=1, le=1000)
     lexical_depth: int | None = Field(None, ge=1, le=1000)
+    # Bounded BM25: candidates per query term of the lexical lane; 0: exact.
+    lexical_bound: int | None = Field(None, ge=0)
     # HNSW candidate list size; the benchmark (bench/pgvector_hnsw.py) shows
     # its recall and latency. Raised to the dense depth when that is larger.
     ef_search: int | None = Field(None, ge=1, le=1000)

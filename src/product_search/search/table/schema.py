@@ -9,6 +9,8 @@ Layout of a table ``t`` (every name derived from ``t``)::
     t_lexical    product_id, terms text[] (the analysed terms), bm25 sparsevec
                  indexes: t_lexical_pkey, t_lexical_terms_gin
     t_terms      term, term_id, document_frequency: the vocabulary
+    t_impacts    term_id, weight, product_id: each term's products by BM25
+                 weight, for bounded BM25 (impacts.py); index: t_impacts_top
     t_versions   one row per save: model, dimension, rows, HNSW settings,
                  analyser, BM25 k1 and b, vocabulary size, average length,
                  the fusion tuned for the model (search_options), the
@@ -34,6 +36,7 @@ from product_search.search.index import (
     VECTOR_COLUMN,
     ProductIndex,
 )
+from product_search.search.table import impacts
 from product_search.search.table import sql as q
 from product_search.search.table.errors import SearchError
 from product_search.search.table.types import (
@@ -236,6 +239,7 @@ def install_function(
             ("products", spec.table_name),
             ("lexical", spec.lexical_table),
             ("vocabulary", spec.terms_table),
+            ("impacts", impacts.table_name(spec)),
         )
     }
     model = (

@@ -73,6 +73,10 @@ DECLARE
     exact boolean := false;
     lanes text[] := ARRAY[]::text[];
     ranked text;
+    -- Bounded BM25 (see the lexical lane); 0: exact.
+    lexical_bound constant integer := coalesce((settings->>'lexical_bound')::integer, 0);
+    common_terms integer[];
+    rare_terms text[];
     -- Each lane's candidates with rank (1 = best, ties by product id), raw
     -- score and that score scaled to 0..1 over the lane's candidates.
     lane_columns constant text := $sql$product_id, score,
@@ -178,6 +182,24 @@ BEGIN
         -- products holding any of them (GIN index, OR semantics); a score is
         -- the inner product of the product's stored BM25 weights with the
         -- counts (the sparsevec is 1-based, term ids 0-based).
+        --
+        -- Bounded BM25 (options.lexical_bound > 0), where a query term is held
+        -- by more products than the bound (a common term): such a term brings
+        -- in only its lexical_bound products of highest weight that pass the
+        -- filters, read in that order from the impacts table's (term_id,
+        -- weight DESC) index, so that a common word does not bring in most of
+        -- the catalog; the other terms bring in every product holding them,
+        -- through the GIN index, as in the exact lane (which a query without
+        -- a common term runs). The candidates are scored exactly either way.
+        -- The common terms' ids are written into the statement, so that the
+        -- planner knows each one's frequency and walks its index.
+        IF lexical_bound > 0 THEN
+            EXECUTE format('SELECT array_agg(term_id ORDER BY term_id) '
+                           'FILTER (WHERE document_frequency > $2), coalesce(array_agg(term) '
+                           'FILTER (WHERE document_frequency <= $2), ARRAY[]::text[]) '
+                           'FROM %s WHERE term = ANY($1)', vocabulary)
+                INTO common_terms, rare_terms USING query_terms, lexical_bound;
+        END IF;
         lanes := lanes || format($sql$query_terms AS MATERIALIZED (
             SELECT t.term, t.term_id, count(*) AS n
             FROM unnest(CAST($2 AS text[])) AS q(term) JOIN %s AS t USING (term)
@@ -187,11 +209,23 @@ BEGIN
                 (term_id + 1) || ':' || n, ',' ORDER BY term_id) || '}}/%s' AS sparsevec)
                 FROM query_terms)) AS score
             FROM %s AS l%s
-            WHERE l.terms && (SELECT array_agg(term) FROM query_terms)%s
+            WHERE %s%s
             ORDER BY score DESC, l.product_id LIMIT $5) AS l)$sql$,
             vocabulary, lane_columns, greatest(vocabulary_size, 1), lexical_table,
             CASE WHEN predicate <> '' THEN format(' JOIN %s AS p USING (product_id)', products)
                  ELSE '' END,
+            CASE WHEN common_terms IS NULL
+                 THEN 'l.terms && (SELECT array_agg(term) FROM query_terms)'
+                 ELSE format('(l.terms && %L::text[] OR l.product_id = ANY(ARRAY(%s)))',
+                    rare_terms,
+                    (SELECT string_agg(format($top$(SELECT i.product_id FROM %s AS i%s
+                        WHERE i.term_id = %s%s
+                        ORDER BY i.weight DESC, i.product_id LIMIT %s)$top$,
+                        {impacts},
+                        CASE WHEN predicate <> '' THEN format(' JOIN %s AS p USING (product_id)', products)
+                             ELSE '' END,
+                        c.term_id, predicate, lexical_bound), ' UNION ALL ')
+                     FROM unnest(common_terms) AS c(term_id))) END,
             predicate);
     END IF;
 

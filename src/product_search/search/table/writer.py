@@ -28,7 +28,7 @@ from product_search.search.index import (
     VECTOR_COLUMN,
     ProductIndex,
 )
-from product_search.search.table import schema
+from product_search.search.table import impacts, schema
 from product_search.search.table import sql as q
 from product_search.search.table.errors import DB_ERRORS, db_error
 from product_search.search.table.schema import Staging
@@ -63,11 +63,14 @@ def save(engine: Engine, spec: TableSpec, index: ProductIndex) -> str:
             )
             started = time.perf_counter()
             load_rows(conn, staging, index, matrix)
+            impacts.load(conn, staging, index)
             timings = {"load_seconds": time.perf_counter() - started}
             started = time.perf_counter()
             schema.create_indexes(conn, staging, filter_columns)
+            impacts.create_index(conn, staging)
             timings["index_seconds"] = time.perf_counter() - started
             swap(conn, staging, filter_columns)
+            impacts.swap(conn, staging)
             record_version(conn, spec, index, version, timings)
             schema.install_function(conn, spec, index, version)
     except DB_ERRORS as exc:
