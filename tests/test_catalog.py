@@ -166,3 +166,20 @@ def test_the_prod_catalog_builds_without_connecting(monkeypatch):
     assert credentials["db"]["con"].endswith("search.invalid/search")
     # kedro-mlflow reads the worker's MLFLOW_TRACKING_URI.
     assert _config("mlflow", "prod")["server"]["mlflow_tracking_uri"] is None
+
+
+def test_hnsw_settings_are_set_per_environment():
+    """m and ef_construction come with the catalog entry, ef_search with the
+    search options: conf/prod replaces them for 1M products and keeps the
+    rest of base's search options (docs/search.md, HNSW at 1M products)."""
+    base, prod = _catalog_config("base"), _catalog_config("prod")
+    assert base["product_embeddings"]["index_args"] == {"m": 16, "ef_construction": 64}
+    entry = prod["product_embeddings"]
+    assert entry["index_args"] == {"m": 16, "ef_construction": 128}
+    assert entry["vector_type"] == "vector"
+    assert entry["save_args"]["max_parallel_maintenance_workers"] > 0
+    base_options = _config("parameters", "base")["search"]["options"]
+    prod_options = _config("parameters", "prod")["search"]["options"]
+    assert base_options["ef_search"] == 100
+    assert prod_options == base_options | {"ef_search": prod_options["ef_search"]}
+    assert prod_options["ef_search"] > base_options["ef_search"]

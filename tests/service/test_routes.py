@@ -230,6 +230,7 @@ def test_health_shows_model_and_table_version(client, deployed_table):
             "version": version,
             "model": MODEL,
             "dimension": 384,
+            "vector_type": "vector",
             "row_count": 6,
             "analyzer": "product-text-v1",
             "bm25_k1": 1.2,

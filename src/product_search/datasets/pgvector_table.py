@@ -5,7 +5,7 @@ work itself is in :mod:`product_search.search.table`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from kedro.io.core import AbstractDataset, DatasetError
 
@@ -16,9 +16,14 @@ from product_search.search.table import SearchError, SearchTable, TableSpec
 
 
 class PgVectorTableDataset(AbstractDataset[ProductIndex, SearchTable]):
-    """Products with their embeddings (HNSW, ``vector_cosine_ops``) and BM25
-    weights, replaced atomically by each save; ``load`` returns the table,
-    ready for ``search``.
+    """Products with their embeddings (HNSW, cosine) and BM25 weights,
+    replaced atomically by each save; ``load`` returns the table, ready for
+    ``search``.
+
+    ``vector_type``: ``vector`` (4-byte floats, the default) or ``halfvec``
+    (2-byte floats: half the table and HNSW index, for a small loss of
+    recall, bench/results/scale.md); recorded with each version. The server's
+    pgvector must be 0.8.3 or later (checked on save and load).
 
     The database is ``credentials["con"]`` (``conf/base/credentials.yml``
     fills ``db`` from the ``DATABASE_URL`` environment variable), else, when
@@ -32,6 +37,7 @@ class PgVectorTableDataset(AbstractDataset[ProductIndex, SearchTable]):
           type: product_search.datasets.PgVectorTableDataset
           table_name: product_embeddings
           dimension: 384
+          vector_type: vector            # or halfvec
           index_args: {m: 16, ef_construction: 64}
           save_args: {maintenance_work_mem: 1GB}
           credentials: db
@@ -46,6 +52,7 @@ class PgVectorTableDataset(AbstractDataset[ProductIndex, SearchTable]):
         table_name: str,
         dimension: int,
         schema: str | None = None,
+        vector_type: Literal["vector", "halfvec"] = "vector",
         credentials: dict[str, Any] | None = None,
         embedded_data_dir: str = "data/09_database",
         index_args: dict[str, Any] | None = None,
@@ -59,6 +66,7 @@ class PgVectorTableDataset(AbstractDataset[ProductIndex, SearchTable]):
                 table_name=table_name,
                 dimension=dimension,
                 schema=schema,
+                vector_type=vector_type,  # checked there
                 index_args=dict(index_args or {}),
                 save_args=dict(save_args or {}),
             )
@@ -124,6 +132,7 @@ class PgVectorTableDataset(AbstractDataset[ProductIndex, SearchTable]):
             "table_name": self._spec.table_name,
             "schema": self._spec.schema,
             "dimension": self._spec.dimension,
+            "vector_type": self._spec.vector_type,
             "embedded_data_dir": None if self._credentials else self._embedded_data_dir,
             "index_args": self._spec.index_args,
             "save_args": self._spec.save_args,

@@ -110,11 +110,12 @@ def _report_table(encoder: Encoder, table: SearchTable) -> None:
         )
     else:
         logger.info(
-            "Serving %s over %s version %s (%d rows) with %s.",
+            "Serving %s over %s version %s (%d rows, %s) with %s.",
             encoder.model_id,
             table.qualified_name,
             info["version"],
             info["row_count"],
+            info["vector_type"],
             encoder.backend.name,
         )
 

@@ -151,6 +151,11 @@ class TableVersion(BaseModel):
     version: str
     model: str | None
     dimension: int
+    vector_type: Literal["vector", "halfvec"] = Field(
+        "vector",
+        description="How the table stores its vectors (halfvec: 2-byte "
+        "floats); the search function casts the query vector to it.",
+    )
     row_count: int
     created_at: datetime
     analyzer: str | None = None

@@ -4,14 +4,17 @@ function, created by a save.
 Layout of a table ``t`` (every name derived from ``t``)::
 
     t            product_id, display columns, model, embedding vector(d)
-                 indexes: t_pkey, t_hnsw (vector_cosine_ops), a B-tree per
+                 (or halfvec(d), the spec's vector_type)
+                 indexes: t_pkey, t_hnsw (vector_cosine_ops or
+                 halfvec_cosine_ops), a B-tree per
                  column of save_args.filter_indexes the products have
     t_lexical    product_id, terms text[] (the analysed terms), bm25 sparsevec
                  indexes: t_lexical_pkey, t_lexical_terms_gin
     t_terms      term, term_id, document_frequency: the vocabulary
     t_impacts    term_id, weight, product_id: each term's products by BM25
                  weight, for bounded BM25 (impacts.py); index: t_impacts_top
-    t_versions   one row per save: model, dimension, rows, HNSW settings,
+    t_versions   one row per save: model, dimension, vector type, rows,
+                 HNSW settings,
                  analyser, BM25 k1 and b, vocabulary size, average length,
                  the fusion tuned for the model (search_options), the
                  reranker shipped with it (reranker)
@@ -24,6 +27,7 @@ A save creates ``t``, ``t_lexical`` and ``t_terms`` under the staging names of
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -74,13 +78,32 @@ def column_types(data: pd.DataFrame) -> dict[str, str]:
     return types
 
 
+# pgvector 0.8.3 fixed parallel HNSW builds and vacuum of HNSW indexes.
+MIN_PGVECTOR = (0, 8, 3)
+
+
+def require_pgvector(version: str) -> None:
+    """Refuse a pgvector older than :data:`MIN_PGVECTOR`, naming the server's
+    (``version`` as ``pg_extension.extversion`` gives it, e.g. ``0.8.1``)."""
+    numbers = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", version)
+    wanted = ".".join(map(str, MIN_PGVECTOR))
+    if numbers is None or tuple(int(n or 0) for n in numbers.groups()) < MIN_PGVECTOR:
+        raise SearchError(
+            f"pgvector {version} on this server; product-search needs >= {wanted} "
+            "(parallel HNSW builds and vacuum fixes): ALTER EXTENSION vector "
+            "UPDATE or upgrade the server."
+        )
+
+
 def check_table(conn: Connection, spec: TableSpec) -> bool:
     """Whether the table exists; refuses one of another dimension or one
-    without a vector column."""
+    without a vector column, and a server whose pgvector is too old."""
     _, rows = q.execute(
         conn, q.TABLE_STATE, {"table": spec.qualified_name, "column": VECTOR_COLUMN}
     )
-    exists, dimension = rows[0]
+    exists, dimension, pgvector = rows[0]
+    if pgvector is not None:
+        require_pgvector(pgvector)
     if exists and dimension is None:
         raise SearchError(
             f"Table {spec.qualified_name} has no '{VECTOR_COLUMN}' column; it "
@@ -161,6 +184,7 @@ def create_staging_tables(
                 for c, t in types.items()
             ),
             vector=sql.Identifier(VECTOR_COLUMN),
+            vector_type=sql.SQL(spec.vector_type),
             dimension=sql.Literal(spec.dimension),
             pkey=sql.Identifier(staging.primary_key(spec.table_name)),
             id=ids,
@@ -195,6 +219,7 @@ def create_indexes(
             index=sql.Identifier(staging.index("hnsw")),
             table=products,
             vector=sql.Identifier(VECTOR_COLUMN),
+            ops=sql.SQL(spec.vector_ops),
             m=sql.Literal(spec.index_args["m"]),
             ef_construction=sql.Literal(spec.index_args["ef_construction"]),
         ),
@@ -221,7 +246,9 @@ def create_indexes(
 
 
 def create_versions_table(conn: Connection, spec: TableSpec) -> None:
-    q.execute(conn, q.CREATE_VERSIONS.format(table=q.name(spec, spec.versions_table)))
+    table = q.name(spec, spec.versions_table)
+    q.execute(conn, q.CREATE_VERSIONS.format(table=table))
+    q.execute(conn, q.ADD_VERSION_COLUMNS.format(table=table))
 
 
 def install_function(
@@ -252,6 +279,7 @@ def install_function(
             **tables,
             vocabulary_size=sql.Literal(index.lexical.size),
             dimension=sql.Literal(spec.dimension),
+            vector_type=sql.Literal(spec.vector_type),
             max_ef_search=sql.Literal(MAX_EF_SEARCH),
             hidden=sql.Literal(list(HIDDEN_COLUMNS)),
             filter_columns=sql.Literal(

@@ -51,6 +51,9 @@ DECLARE
     vocabulary constant text := {vocabulary};
     vocabulary_size constant integer := {vocabulary_size};
     dimension constant integer := {dimension};
+    -- The query vector as the embedding column's type (vector or halfvec), so
+    -- that the distance is the one the HNSW index orders by.
+    query_vector constant text := format('CAST($1 AS %s)', {vector_type}::text);
     -- What a hit never shows: the vector and the model's name.
     hidden_columns constant text[] := {hidden};
     -- Each filterable column and the type its values are compared as.
@@ -172,10 +175,11 @@ BEGIN
         -- filter, every matching product ranked exactly (ordering by the
         -- score rather than by the distance keeps the index out).
         lanes := lanes || format($sql$dense AS (SELECT %s FROM (
-            SELECT p.product_id, 1 - (p.embedding <=> $1) AS score
+            SELECT p.product_id, 1 - (p.embedding <=> %s) AS score
             FROM %s AS p WHERE true%s ORDER BY %s LIMIT $4) AS d)$sql$,
-            lane_columns, products, predicate,
-            CASE WHEN exact THEN 'score DESC, p.product_id' ELSE 'p.embedding <=> $1' END);
+            lane_columns, query_vector, products, predicate,
+            CASE WHEN exact THEN 'score DESC, p.product_id'
+                 ELSE 'p.embedding <=> ' || query_vector END);
     END IF;
     IF search_mode <> 'dense' THEN
         -- BM25: the query's known terms with their counts; candidates are the

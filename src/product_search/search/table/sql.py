@@ -27,17 +27,18 @@ CALL_SEARCH = sql.SQL(
     "SELECT * FROM {function}(%s, CAST(%s AS text[]), %s, %s, %s, %s)"
 )
 
-# Whether the table exists, and the dimension of its vector column (NULL when
-# it has none).
+# Whether the table exists, the dimension of its vector column (NULL when it
+# has none), and pgvector's version (NULL when the extension is not created).
 TABLE_STATE = sql.SQL(
     "SELECT to_regclass(%(table)s) IS NOT NULL, (SELECT atttypmod FROM pg_attribute "
     "WHERE attrelid = to_regclass(%(table)s) AND attname = %(column)s "
-    "AND NOT attisdropped)"
+    "AND NOT attisdropped), "
+    "(SELECT extversion FROM pg_extension WHERE extname = 'vector')"
 )
 CREATE_EXTENSION = sql.SQL("CREATE EXTENSION IF NOT EXISTS vector")
 CREATE_SCHEMA = sql.SQL("CREATE SCHEMA IF NOT EXISTS {schema}")
 CREATE_PRODUCTS = sql.SQL(
-    "CREATE TABLE {table} ({columns}, {vector} vector({dimension}) NOT NULL, "
+    "CREATE TABLE {table} ({columns}, {vector} {vector_type}({dimension}) NOT NULL, "
     "CONSTRAINT {pkey} PRIMARY KEY ({id}))"
 )
 CREATE_LEXICAL = sql.SQL(
@@ -56,12 +57,17 @@ CREATE_VERSIONS = sql.SQL(
     "analyzer text, bm25_k1 double precision, bm25_b double precision, "
     "vocabulary_size integer, average_length double precision, "
     "search_options jsonb, reranker jsonb, "
-    "created_at timestamptz NOT NULL DEFAULT now())"
+    "created_at timestamptz NOT NULL DEFAULT now(), vector_type text)"
+)
+# A versions table of an older release lacks the later columns (NULL there:
+# an older version's vectors are ``vector``).
+ADD_VERSION_COLUMNS = sql.SQL(
+    "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS vector_type text"
 )
 # A setting for the rest of the transaction only.
 SET_LOCAL = sql.SQL("SELECT set_config(%s, %s, true)")
 CREATE_HNSW = sql.SQL(
-    "CREATE INDEX {index} ON {table} USING hnsw ({vector} vector_cosine_ops) "
+    "CREATE INDEX {index} ON {table} USING hnsw ({vector} {ops}) "
     "WITH (m = {m}, ef_construction = {ef_construction})"
 )
 CREATE_GIN = sql.SQL("CREATE INDEX {index} ON {table} USING gin ({terms})")

@@ -70,7 +70,8 @@ class SearchTable:
         return writer.save(self.engine, self.spec, index)
 
     def info(self) -> dict[str, Any] | None:
-        """The current version (model, dimension, row count, analyser, BM25
+        """The current version (model, dimension, vector_type, row count,
+        HNSW m and ef_construction, analyser, BM25
         parameters, search_options, created_at, ...), or None if it has never
         been saved."""
         try:
@@ -87,7 +88,12 @@ class SearchTable:
             raise db_error(
                 exc, f"Could not read the version of {self.qualified_name}"
             ) from exc
-        return dict(zip(names, rows[0], strict=True)) if rows else None
+        if not rows:
+            return None
+        info = dict(zip(names, rows[0], strict=True))
+        # Versions saved before vector_type was recorded all hold ``vector``.
+        info["vector_type"] = info.get("vector_type") or "vector"
+        return info
 
     def frame(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """The rows (all columns, the lexical ones included, or ``columns``)

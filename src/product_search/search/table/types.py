@@ -31,6 +31,11 @@ MAX_INDEXED_DIMENSION = 2000
 HNSW_LIMITS = {"m": (2, 100), "ef_construction": (4, 1000)}
 MAX_EF_SEARCH = 1000
 DEFAULT_INDEX_ARGS: dict[str, int] = {"m": 16, "ef_construction": 64}
+# How the embedding column stores its vectors, and the HNSW operator class of
+# each: halfvec (2-byte floats) halves the table and the index; the query
+# vector is cast to the column's type (search_function.sql).
+VECTOR_OPS = {"vector": "vector_cosine_ops", "halfvec": "halfvec_cosine_ops"}
+VectorType = Literal["vector", "halfvec"]
 # HNSW builds are much slower once the graph outgrows maintenance_work_mem.
 DEFAULT_SAVE_ARGS: dict[str, Any] = {
     "maintenance_work_mem": "512MB",
@@ -122,6 +127,7 @@ class TableSpec:
     table_name: str
     dimension: int
     schema: str | None = None
+    vector_type: VectorType = "vector"
     index_args: dict[str, Any] = field(default_factory=dict)
     save_args: dict[str, Any] = field(default_factory=dict)
 
@@ -138,6 +144,12 @@ class TableSpec:
             raise UserError(
                 f"'dimension' must be an integer from 1 to {MAX_INDEXED_DIMENSION} "
                 f"(the most an HNSW index takes), got {dimension!r}."
+            )
+        if self.vector_type not in VECTOR_OPS:
+            raise UserError(
+                f"'vector_type' must be one of {sorted(VECTOR_OPS)} (vector: "
+                f"4-byte floats; halfvec: 2-byte floats, half the size), got "
+                f"{self.vector_type!r}."
             )
         _check_keys("index_args", self.index_args, DEFAULT_INDEX_ARGS)
         index_args = {**DEFAULT_INDEX_ARGS, **self.index_args}
@@ -157,6 +169,11 @@ class TableSpec:
         _check_keys("save_args", self.save_args, DEFAULT_SAVE_ARGS)
         object.__setattr__(self, "index_args", index_args)
         object.__setattr__(self, "save_args", {**DEFAULT_SAVE_ARGS, **self.save_args})
+
+    @property
+    def vector_ops(self) -> str:
+        """The HNSW operator class of the embedding column (cosine)."""
+        return VECTOR_OPS[self.vector_type]
 
     @property
     def lexical_table(self) -> str:

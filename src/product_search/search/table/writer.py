@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pgvector import SparseVector
+from pgvector import HalfVector, SparseVector
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, Engine
@@ -181,12 +181,15 @@ def load_rows(
     types = schema.column_types(data)
     columns = list(types)
     values = [column_values(data[c], types[c]) for c in columns]
+    vectors: Iterable[Any] = matrix
+    if spec.vector_type == "halfvec":
+        vectors = map(HalfVector, matrix)
     copy_rows(
         conn,
         q.name(spec, staging.products),
         [*columns, VECTOR_COLUMN],
-        [*(_COPY_TYPES.get(types[c], "text") for c in columns), "vector"],
-        zip(*values, matrix, strict=True),
+        [*(_COPY_TYPES.get(types[c], "text") for c in columns), spec.vector_type],
+        zip(*values, vectors, strict=True),
     )
     # A sparse vector has at least one dimension, even over no terms.
     size = max(index.lexical.size, 1)
@@ -256,6 +259,7 @@ def record_version(
         "version": version,
         "model": str(data[MODEL_COLUMN].iloc[0]) if MODEL_COLUMN in data else None,
         "dimension": spec.dimension,
+        "vector_type": spec.vector_type,
         "row_count": len(data),
         "m": spec.index_args["m"],
         "ef_construction": spec.index_args["ef_construction"],

@@ -95,7 +95,7 @@ async def health(
 
 def _version_fields(info: dict) -> dict:
     keys = (
-        "version", "model", "dimension", "row_count", "created_at", "analyzer",
+        "version", "model", "dimension", "vector_type", "row_count", "created_at", "analyzer",
         "bm25_k1", "bm25_b", "vocabulary_size", "search_options", "reranker",
     )  # fmt: skip
     return {key: info.get(key) for key in keys}
