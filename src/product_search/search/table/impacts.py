@@ -83,14 +83,13 @@ def load(conn: Connection, staging: Staging, index: ProductIndex) -> None:
     table = q.name(spec, staging_table(staging))
     q.execute(conn, CREATE_IMPACTS.format(table=table, id=sql.Identifier(ID_COLUMN)))
     product_ids = [str(p) for p in index.products[ID_COLUMN]]
-    statement = q.COPY_BINARY.format(
-        table=table, columns=q.columns(["term_id", "weight", ID_COLUMN])
+    q.copy_rows(
+        conn,
+        table,
+        ["term_id", "weight", ID_COLUMN],
+        ["int4", "float4", "text"],
+        postings(index, product_ids),
     )
-    driver = conn.connection.driver_connection
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        copy.set_types(["int4", "float4", "text"])
-        for row in postings(index, product_ids):
-            copy.write_row(row)
 
 
 def create_index(conn: Connection, staging: Staging) -> None:

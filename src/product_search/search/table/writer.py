@@ -155,22 +155,6 @@ def column_values(series: pd.Series, sql_type: str) -> list[Any]:
     return series.astype(object).where(series.notna(), None).tolist()
 
 
-def copy_rows(
-    conn: Connection,
-    table: sql.Composable,
-    columns: list[str],
-    types: list[str],
-    rows: Iterable[Sequence[Any]],
-) -> None:
-    """COPY ``rows`` into ``table`` in binary form (the fastest way in)."""
-    driver = conn.connection.driver_connection
-    statement = q.COPY_BINARY.format(table=table, columns=q.columns(columns))
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        copy.set_types(types)
-        for row in rows:
-            copy.write_row(row)
-
-
 def load_rows(
     conn: Connection, staging: Staging, index: ProductIndex, matrix: np.ndarray
 ) -> None:
@@ -184,7 +168,7 @@ def load_rows(
     vectors: Iterable[Any] = matrix
     if spec.vector_type == "halfvec":
         vectors = map(HalfVector, matrix)
-    copy_rows(
+    q.copy_rows(
         conn,
         q.name(spec, staging.products),
         [*columns, VECTOR_COLUMN],
@@ -193,7 +177,7 @@ def load_rows(
     )
     # A sparse vector has at least one dimension, even over no terms.
     size = max(index.lexical.size, 1)
-    copy_rows(
+    q.copy_rows(
         conn,
         q.name(spec, staging.lexical),
         [ID_COLUMN, TERMS_COLUMN, BM25_COLUMN],
@@ -209,7 +193,7 @@ def load_rows(
         ),
     )
     frequencies = index.lexical.document_frequency
-    copy_rows(
+    q.copy_rows(
         conn,
         q.name(spec, staging.terms),
         ["term", "term_id", "document_frequency"],
