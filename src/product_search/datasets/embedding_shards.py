@@ -3,7 +3,6 @@ by shard while they are encoded (see :mod:`product_search.search.shards`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
@@ -35,14 +34,15 @@ class EmbeddingShardsDataset(AbstractDataset[ShardStore, ShardStore]):
     ) -> None:
         if isinstance(keep_models, bool) or not isinstance(keep_models, int):
             raise DatasetError(f"keep_models must be an integer, got {keep_models!r}.")
-        if keep_models < 1:
-            raise DatasetError(f"keep_models must be at least 1, got {keep_models}.")
-        self._path = Path(path)
-        self._keep_models = keep_models
+        try:
+            self._store = ShardStore(path, keep_models)
+        except ValueError as exc:
+            raise DatasetError(str(exc)) from exc
+        self._path = self._store.root
         self.metadata = metadata
 
     def load(self) -> ShardStore:
-        return ShardStore(self._path, self._keep_models)
+        return self._store
 
     def save(self, data: ShardStore) -> None:
         raise DatasetError(
@@ -54,4 +54,4 @@ class EmbeddingShardsDataset(AbstractDataset[ShardStore, ShardStore]):
         return self._path.is_dir()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "keep_models": self._keep_models}
+        return {"path": str(self._path), "keep_models": self._store.keep_models}
