@@ -80,6 +80,8 @@ DECLARE
     lexical_bound constant integer := coalesce((settings->>'lexical_bound')::integer, 0);
     common_terms integer[];
     rare_terms text[];
+    -- The products table joined to a lexical query, for the filters' predicate.
+    product_join text;
     -- Each lane's candidates with rank (1 = best, ties by product id), raw
     -- score and that score scaled to 0..1 over the lane's candidates.
     lane_columns constant text := $sql$product_id, score,
@@ -197,6 +199,8 @@ BEGIN
         -- a common term runs). The candidates are scored exactly either way.
         -- The common terms' ids are written into the statement, so that the
         -- planner knows each one's frequency and walks its index.
+        product_join := CASE WHEN predicate <> ''
+            THEN format(' JOIN %s AS p USING (product_id)', products) ELSE '' END;
         IF lexical_bound > 0 THEN
             EXECUTE format('SELECT array_agg(term_id ORDER BY term_id) '
                            'FILTER (WHERE document_frequency > $2), coalesce(array_agg(term) '
@@ -216,8 +220,7 @@ BEGIN
             WHERE %s%s
             ORDER BY score DESC, l.product_id LIMIT $5) AS l)$sql$,
             vocabulary, lane_columns, greatest(vocabulary_size, 1), lexical_table,
-            CASE WHEN predicate <> '' THEN format(' JOIN %s AS p USING (product_id)', products)
-                 ELSE '' END,
+            product_join,
             CASE WHEN common_terms IS NULL
                  THEN 'l.terms && (SELECT array_agg(term) FROM query_terms)'
                  ELSE format('(l.terms && %L::text[] OR l.product_id = ANY(ARRAY(%s)))',
@@ -225,9 +228,7 @@ BEGIN
                     (SELECT string_agg(format($top$(SELECT i.product_id FROM %s AS i%s
                         WHERE i.term_id = %s%s
                         ORDER BY i.weight DESC, i.product_id LIMIT %s)$top$,
-                        {impacts},
-                        CASE WHEN predicate <> '' THEN format(' JOIN %s AS p USING (product_id)', products)
-                             ELSE '' END,
+                        {impacts}, product_join,
                         c.term_id, predicate, lexical_bound), ' UNION ALL ')
                      FROM unnest(common_terms) AS c(term_id))) END,
             predicate);
