@@ -24,7 +24,7 @@
 
     .venv/bin/python bench/scale.py [--rows 100000] [--vectors onnx|lowrank]
 
-Writes bench/results/scale.{json,md}.
+Writes bench/results/scale.{json,md} (other --rows: scale_<rows>.{json,md}).
 """
 
 from __future__ import annotations
@@ -141,40 +141,55 @@ def measure(
     table: SearchTable, queries: list[str], vectors: np.ndarray, truth: dict,
     ids: np.ndarray, *, ef_search: list[int],
 ) -> dict[str, Any]:  # fmt: skip
-    """Latency of each mode with and without the filter, recall@10 at each
-    ef_search, and the filtered dense lane's hits both ways."""
-    result: dict[str, Any] = {"latency": {}, "recall_at_10": {}, "filtered": {}}
-    for mode in MODES:
-        for filtered in (False, True):
-            key = f"{mode}{' + filter' if filtered else ''}"
-            result["latency"][key], _ = latency(
-                table, queries, vectors, mode=mode, filters=FILTER if filtered else None
-            )
-            logger.info("%s %s: %s", table.table_name, key, result["latency"][key])
+    """The lexical lane's latency with and without the filter; at each
+    ef_search, the latency of the modes that walk the graph, dense recall@10,
+    and the filtered dense lane's recall and fewest hits, as served (the
+    table's filter_exact_rows decides the way) and forced onto HNSW with
+    iterative scan; and the filtered dense lane ranked exactly."""
+    result: dict[str, Any] = {"lexical": {}, "by_ef_search": {}}
+    for filtered in (False, True):
+        key = f"lexical{' + filter' if filtered else ''}"
+        result["lexical"][key], _ = latency(
+            table,
+            queries,
+            vectors,
+            mode="lexical",
+            filters=FILTER if filtered else None,
+        )
+        logger.info("%s %s: %s", table.table_name, key, result["lexical"][key])
     for ef in ef_search:
-        timing, found = latency(
-            table, queries, vectors, mode="dense", options=SearchOptions(ef_search=ef)
-        )
-        result["recall_at_10"][ef] = {
-            "recall": recall(found, truth["all"], ids),
-            **timing,
-        }
-        logger.info(
-            "%s ef_search %d: %s", table.table_name, ef, result["recall_at_10"][ef]
-        )
-    for way, exact_rows in (("exact", 10**9), ("hnsw", 0)):
-        timing, found = latency(
-            table, queries, vectors, mode="dense", filters=FILTER,
-            options=SearchOptions(filter_exact_rows=exact_rows),
-        )  # fmt: skip
-        result["filtered"][way] = {
-            "recall": recall(found, truth["rare"], ids),
-            "fewest_hits": min(map(len, found)),
-            **timing,
-        }
-        logger.info(
-            "%s filtered %s: %s", table.table_name, way, result["filtered"][way]
-        )
+        row: dict[str, Any] = {}
+        for key, kwargs in (
+            ("dense", {"mode": "dense"}),
+            ("dense + filter", {"mode": "dense", "filters": FILTER}),
+            ("dense + filter, HNSW forced",
+             {"mode": "dense", "filters": FILTER, "filter_exact_rows": 0}),
+            ("hybrid", {"mode": "hybrid"}),
+            ("hybrid + filter", {"mode": "hybrid", "filters": FILTER}),
+        ):  # fmt: skip
+            exact_rows = kwargs.pop("filter_exact_rows", None)
+            options = SearchOptions(
+                ef_search=ef,
+                **({} if exact_rows is None else {"filter_exact_rows": exact_rows}),
+            )
+            timing, found = latency(table, queries, vectors, options=options, **kwargs)
+            if kwargs["mode"] == "dense":
+                rare = "filters" in kwargs
+                timing["recall"] = recall(found, truth["rare" if rare else "all"], ids)
+                timing["fewest_hits"] = min(map(len, found))
+            row[key] = timing
+            logger.info("%s ef_search %d %s: %s", table.table_name, ef, key, timing)
+        result["by_ef_search"][ef] = row
+    timing, found = latency(
+        table, queries, vectors, mode="dense", filters=FILTER,
+        options=SearchOptions(filter_exact_rows=10**9),
+    )  # fmt: skip
+    result["filtered_exact"] = {
+        "recall": recall(found, truth["rare"], ids),
+        "fewest_hits": min(map(len, found)),
+        **timing,
+    }
+    logger.info("%s filtered exact: %s", table.table_name, result["filtered_exact"])
     return result
 
 
@@ -196,50 +211,56 @@ def markdown(payload: dict[str, Any]) -> str:
         f"ef_construction {payload['ef_construction']}, maintenance_work_mem "
         f"{payload['maintenance_work_mem']}, "
         f"{payload['max_parallel_maintenance_workers']} parallel maintenance "
-        "workers; search options otherwise the defaults (ef_search 100, "
-        f"filter_exact_rows {SearchOptions().filter_exact_rows}). The filter "
-        f"keeps the {payload['filtered_rows']:,} products of one category "
-        f"({RARE_SHARE:.0%}). Recall@10 against exact search over the float32 "
-        "vectors; latency through the search function, the query's embedding "
-        "not timed.",
+        "workers; search options otherwise the defaults (lexical_bound "
+        f"{SearchOptions().lexical_bound:,}, filter_exact_rows "
+        f"{SearchOptions().filter_exact_rows:,}). The filter keeps the "
+        f"{payload['filtered_rows']:,} products of one category ({RARE_SHARE:.0%}). "
+        "Recall@10 against exact search over the float32 vectors; latency "
+        "through the search function, the query's embedding not timed.",
         "",
         "| | vector | halfvec | halfvec / vector |",
         "|---|---:|---:|---:|",
     ]
 
-    def row(label: str, a: float, b: float, unit: str = "") -> None:
-        lines.append(f"| {label} | {a}{unit} | {b}{unit} | {b / a:.2f} |")
+    def row(label: str, a: float, b: float) -> None:
+        lines.append(f"| {label} | {a} | {b} | {b / a:.2f} |")
+
+    def timed(label: str, a: dict[str, float], b: dict[str, float]) -> None:
+        def cell(t: dict[str, float]) -> str:
+            extra = (
+                f" (recall {t['recall']:.3f}, fewest hits {t['fewest_hits']})"
+                if "recall" in t
+                else ""
+            )
+            return f"{t['p50_ms']} / {t['p95_ms']}{extra}"
+
+        lines.append(
+            f"| {label} p50 / p95 ms | {cell(a)} | {cell(b)} | "
+            f"{b['p95_ms'] / a['p95_ms']:.2f} |"
+        )
 
     row("HNSW build s", vector["index_seconds"], half["index_seconds"])
     row("HNSW index MB", vector["index_mb"], half["index_mb"])
     row("table MB", vector["table_mb"], half["table_mb"])
-    for key in vector["latency"]:
-        a, b = vector["latency"][key], half["latency"][key]
-        lines.append(
-            f"| {key} p50 / p95 ms | {a['p50_ms']} / {a['p95_ms']} | "
-            f"{b['p50_ms']} / {b['p95_ms']} | {b['p50_ms'] / a['p50_ms']:.2f} |"
-        )
-    for ef in vector["recall_at_10"]:
-        a, b = vector["recall_at_10"][ef], half["recall_at_10"][ef]
-        lines.append(
-            f"| dense recall@10, ef_search {ef} (p50 ms) | {a['recall']:.3f} "
-            f"({a['p50_ms']}) | {b['recall']:.3f} ({b['p50_ms']}) | |"
-        )
-    for way, label in (("exact", "ranked exactly"), ("hnsw", "HNSW iterative scan")):
-        a, b = vector["filtered"][way], half["filtered"][way]
-        lines.append(
-            f"| filtered dense, {label}: recall@10 / fewest hits | "
-            f"{a['recall']:.3f} / {a['fewest_hits']} | "
-            f"{b['recall']:.3f} / {b['fewest_hits']} | |"
-        )
+    for key in vector["lexical"]:
+        timed(key, vector["lexical"][key], half["lexical"][key])
+    timed("dense + filter, ranked exactly", vector["filtered_exact"],
+          half["filtered_exact"])  # fmt: skip
+    for ef in vector["by_ef_search"]:
+        a, b = vector["by_ef_search"][ef], half["by_ef_search"][ef]
+        lines.append(f"| **ef_search {ef}** | | | |")
+        for key in a:
+            timed(key, a[key], b[key])
     load = payload["load_average_1min"]
     lines += [
         "",
-        "Filtered dense, HNSW iterative scan: `filter_exact_rows` 0, so the "
-        "lane may walk the graph; PostgreSQL may still choose the category's "
-        "B-tree and a sort for so small a filter (then recall 1.0). Load "
-        f"average (1 min) {load['start']} at the start, {load['end']} at the "
-        "end, on 2 cores: latencies are only comparable within a run.",
+        'The ratio column compares p95. "dense + filter" is the lane as '
+        "served: it ranks the filter's products exactly when they are at most "
+        "filter_exact_rows, else it walks the graph with iterative scan "
+        '("HNSW forced": filter_exact_rows 0; PostgreSQL may still choose the '
+        "category's B-tree and a sort). Load average (1 min) "
+        f"{load['start']} at the start, {load['end']} at the end, on 2 cores: "
+        "latencies are only comparable within a run.",
         "",
         "## Bounded against exact BM25",
         "",
@@ -355,7 +376,9 @@ def main() -> None:  # noqa: PLR0915
         "runs": runs,
         "bounded_bm25": section,
     }
-    write_files(ROOT / "bench" / "results", NAME, payload, markdown(payload))
+    # 100k is the default run; others beside it (scale_1000000.json).
+    name = NAME if args.rows == 100_000 else f"{NAME}_{args.rows}"
+    write_files(ROOT / "bench" / "results", name, payload, markdown(payload))
 
 
 if __name__ == "__main__":
