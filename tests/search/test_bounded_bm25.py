@@ -174,3 +174,62 @@ def test_the_bound_is_a_search_option_of_the_project_and_the_service(monkeypatch
     assert project["lexical_bound"] == SearchOptions().lexical_bound == 10_000
     # SEARCH_LEXICAL_BOUND=0 serves exact BM25 whatever the project says.
     assert served.lexical_bound == 0
+
+
+# Above the bound the candidates are ranked by the weights read and only the
+# best RESCORED scored exactly. 1,000 products "drill" and 990 "bit" (one word
+# each) outrank, by the weights read, the 10 "drill bit": "drill" is held by
+# 1,010 products, so a bound of 1,000 keeps the one-word ones and leaves out the
+# two-word ones, which then bring in only their "bit" weight, the lowest read.
+RESCORED = 1000
+CUT_TEXTS = (
+    ["drill bit"] * 10 + ["drill"] * 1000 + ["bit"] * 990
+    + [f"other w{i % 5}" for i in range(1000)]
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cut_table():
+    from tests import pg  # noqa: PLC0415
+
+    catalog = index(
+        [f"q{i:04d}" for i in range(len(CUT_TEXTS))],
+        [[1.0, 0.0, 0.0]] * len(CUT_TEXTS),
+        texts=CUT_TEXTS,
+    )
+    for make in pg.dataset_factory(dimension=3):
+        made = make().table
+        made.save(catalog)
+        yield catalog, made
+
+
+def test_only_the_best_candidates_by_the_weights_read_are_scored(cut_table):
+    catalog, table = cut_table
+    k = 10
+    weights = catalog.lexical.weights
+    row_of = {p: i for i, p in enumerate(catalog.products["product_id"])}
+    read: dict[str, float] = {}
+    for term in ("drill", "bit"):
+        term_id = catalog.lexical.term_ids[term]
+        for product in top_by_weight(catalog, term, 1000):
+            read[product] = read.get(product, 0.0) + float(
+                weights[row_of[product]][term_id]
+            )
+    exact = {
+        catalog.products["product_id"].iloc[row]: s
+        for row, s in score(catalog.lexical, analyze("drill bit")).items()
+    }
+    kept = sorted(read, key=lambda p: (-read[p], p))[: max(RESCORED, 10 * k)]
+    expected = sorted(kept, key=lambda p: (-exact[p], p))[:k]
+
+    hits = table.search(
+        "drill bit", None, k, mode="lexical", options=SearchOptions(lexical_bound=1000)
+    )
+
+    assert ids(hits) == expected
+    assert [h.score for h in hits] == pytest.approx([exact[p] for p in expected])
+    # What the cut costs: exact BM25's top 10 are the "drill bit" products,
+    # which the weights read ranked last.
+    best = ids(table.search("drill bit", None, k, mode="lexical", options=EXACT))
+    assert best == [f"q{i:04d}" for i in range(10)]
+    assert not set(best) & set(expected)

@@ -4,12 +4,14 @@
 the product's BM25 weight for it (the same ``real`` the product's sparsevec
 stores) and the product's id, with the B-tree ``t_impacts_top`` on
 ``(term_id, weight DESC, product_id)``. Walking that index from a term's
-first entry yields its products by decreasing weight, so the search function
-reads a term's ``lexical_bound`` highest-weight products (a few index pages)
-instead of every product holding it. A common word then brings in at most
-``lexical_bound`` candidates per query term, which are scored exactly with
-the stored sparsevec as before; a term held by at most ``lexical_bound``
-products brings in all of them, so below the bound the lane is exact BM25.
+first entry yields its products by decreasing weight with their weights, so
+the search function reads a term's ``lexical_bound`` highest-weight products
+(a few index pages, no table rows) instead of every product holding it. A
+common word then brings in at most ``lexical_bound`` candidates per query
+term; the candidates are ranked by the sum of the weights read, and only the
+best of them are scored exactly with the stored sparsevec. A term held by at
+most ``lexical_bound`` products brings in all of them, so below the bound the
+lane is exact BM25.
 
 Written by the save beside the lexical table, under a staging name, and
 swapped in with it.
