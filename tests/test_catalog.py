@@ -169,17 +169,24 @@ def test_the_prod_catalog_builds_without_connecting(monkeypatch):
 
 
 def test_hnsw_settings_are_set_per_environment():
-    """m and ef_construction come with the catalog entry, ef_search with the
-    search options: conf/prod replaces them for 1M products and keeps the
-    rest of base's search options (docs/search.md, HNSW at 1M products)."""
+    """m, ef_construction and the column's type come with the catalog entry,
+    ef_search and filter_exact_rows with the search options: conf/prod replaces
+    them for 1M products and keeps the rest of base's search options
+    (docs/search.md, HNSW at 1M products)."""
+    from product_search.search.table import SearchOptions  # noqa: PLC0415
+
     base, prod = _catalog_config("base"), _catalog_config("prod")
     assert base["product_embeddings"]["index_args"] == {"m": 16, "ef_construction": 64}
+    assert base["product_embeddings"].get("vector_type", "vector") == "vector"
     entry = prod["product_embeddings"]
-    assert entry["index_args"] == {"m": 16, "ef_construction": 128}
-    assert entry["vector_type"] == "vector"
+    assert entry["index_args"] == {"m": 12, "ef_construction": 128}
+    assert entry["vector_type"] == "halfvec"
     assert entry["save_args"]["max_parallel_maintenance_workers"] > 0
     base_options = _config("parameters", "base")["search"]["options"]
     prod_options = _config("parameters", "prod")["search"]["options"]
     assert base_options["ef_search"] == 100
-    assert prod_options == base_options | {"ef_search": prod_options["ef_search"]}
+    changed = {"ef_search", "filter_exact_rows"}
+    assert prod_options == base_options | {k: prod_options[k] for k in changed}
     assert prod_options["ef_search"] > base_options["ef_search"]
+    assert prod_options["filter_exact_rows"] > base_options["filter_exact_rows"]
+    assert SearchOptions(**prod_options).filter_exact_rows == 20_000
