@@ -145,6 +145,7 @@ def recall(found: list[list[str]], truth: np.ndarray, ids: np.ndarray) -> float:
 def measure(
     table: SearchTable, queries: list[str], vectors: np.ndarray, truth: dict,
     ids: np.ndarray, *, ef_search: list[int], filter_exact_rows: int,
+    lexical_bound: int,
 ) -> dict[str, Any]:  # fmt: skip
     """The lexical lane's latency with and without the filter; at each
     ef_search, the latency of the modes that walk the graph, dense recall@10,
@@ -160,6 +161,7 @@ def measure(
             vectors,
             mode="lexical",
             filters=FILTER if filtered else None,
+            options=SearchOptions(lexical_bound=lexical_bound),
         )
         logger.info("%s %s: %s", table.table_name, key, result["lexical"][key])
     for ef in ef_search:
@@ -175,6 +177,7 @@ def measure(
             options = SearchOptions(
                 ef_search=ef,
                 filter_exact_rows=kwargs.pop("filter_exact_rows", filter_exact_rows),
+                lexical_bound=lexical_bound,
             )
             timing, found = latency(table, queries, vectors, options=options, **kwargs)
             if kwargs["mode"] == "dense":
@@ -236,7 +239,7 @@ def markdown(payload: dict[str, Any]) -> str:
         f"{payload['max_parallel_maintenance_workers']} parallel maintenance "
         f"workers; shared_buffers {payload.get('shared_buffers', '128MB')}; "
         "search options otherwise the defaults (lexical_bound "
-        f"{SearchOptions().lexical_bound:,}), filter_exact_rows "
+        f"{payload.get('lexical_bound', 10_000):,}), filter_exact_rows "
         f"{payload.get('filter_exact_rows', SearchOptions().filter_exact_rows):,}. "
         "The filter keeps the "
         f"{payload['filtered_rows']:,} products of one category ({RARE_SHARE:.0%}). "
@@ -353,6 +356,11 @@ def main() -> None:  # noqa: PLR0915
         help="search.options.filter_exact_rows for the served ways",
     )  # fmt: skip
     parser.add_argument(
+        "--lexical-bound", type=int, default=10_000,
+        help="search.options.lexical_bound of the lexical and hybrid modes "
+        "(conf/prod's; 0: exact BM25)",
+    )  # fmt: skip
+    parser.add_argument(
         "--shared-buffers", default=None,
         help="the server's shared_buffers (default: the embedded server's 128MB)",
     )  # fmt: skip
@@ -428,6 +436,7 @@ def main() -> None:  # noqa: PLR0915
                     ids,
                     ef_search=args.ef_search,
                     filter_exact_rows=args.filter_exact_rows,
+                    lexical_bound=args.lexical_bound,
                 ),  # fmt: skip
             }
             if vector_type == "vector":
@@ -455,6 +464,7 @@ def main() -> None:  # noqa: PLR0915
         "maintenance_work_mem": args.maintenance_work_mem,
         "max_parallel_maintenance_workers": args.workers,
         "filter_exact_rows": args.filter_exact_rows,
+        "lexical_bound": args.lexical_bound,
         "shared_buffers": shared_buffers,
         "index_mb_ratio": round(
             runs["halfvec"]["index_mb"] / runs["vector"]["index_mb"], 3

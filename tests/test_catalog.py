@@ -170,7 +170,7 @@ def test_the_prod_catalog_builds_without_connecting(monkeypatch):
 
 def test_hnsw_settings_are_set_per_environment():
     """m, ef_construction and the column's type come with the catalog entry,
-    ef_search and filter_exact_rows with the search options: conf/prod replaces
+    ef_search, filter_exact_rows and lexical_bound with the search options: conf/prod replaces
     them for 1M products and keeps the rest of base's search options
     (docs/search.md, HNSW at 1M products)."""
     from product_search.search.table import SearchOptions  # noqa: PLC0415
@@ -185,8 +185,9 @@ def test_hnsw_settings_are_set_per_environment():
     base_options = _config("parameters", "base")["search"]["options"]
     prod_options = _config("parameters", "prod")["search"]["options"]
     assert base_options["ef_search"] == 100
-    changed = {"ef_search", "filter_exact_rows"}
+    changed = {"ef_search", "filter_exact_rows", "lexical_bound"}
     assert prod_options == base_options | {k: prod_options[k] for k in changed}
     assert prod_options["ef_search"] > base_options["ef_search"]
     assert prod_options["filter_exact_rows"] > base_options["filter_exact_rows"]
     assert SearchOptions(**prod_options).filter_exact_rows == 20_000
+    assert (base_options["lexical_bound"], prod_options["lexical_bound"]) == (0, 10_000)

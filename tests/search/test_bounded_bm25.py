@@ -167,13 +167,14 @@ def test_the_bound_is_a_search_option_of_the_project_and_the_service(monkeypatch
 
     with open(ROOT / "conf" / "base" / "parameters_search.yml") as f:
         project = yaml.safe_load(f)["search"]["options"]
-    monkeypatch.setenv("SEARCH_LEXICAL_BOUND", "0")
+    monkeypatch.setenv("SEARCH_LEXICAL_BOUND", "5000")
 
     served = ServiceSettings().search_options(project)
 
-    assert project["lexical_bound"] == SearchOptions().lexical_bound == 10_000
-    # SEARCH_LEXICAL_BOUND=0 serves exact BM25 whatever the project says.
-    assert served.lexical_bound == 0
+    # Exact BM25 unless an environment bounds it (conf/prod for 1M products).
+    assert project["lexical_bound"] == SearchOptions().lexical_bound == 0
+    # SEARCH_LEXICAL_BOUND serves its bound whatever the project says.
+    assert served.lexical_bound == 5000
 
 
 # Above the bound the candidates are ranked by the weights read and only the

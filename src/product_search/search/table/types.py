@@ -66,13 +66,13 @@ class SearchOptions(BaseModel):
     lexical_weight: float = Field(1.0, ge=0)
     dense_depth: int = Field(100, ge=1, le=1000, description="Dense candidates.")
     lexical_depth: int = Field(100, ge=1, le=1000, description="BM25 candidates.")
-    # Bounded BM25: the lexical lane scores, per query term, at most this many
-    # products, those with the term's highest BM25 weights, so a common word
-    # does not bring in most of the catalog; a term held by at most this many
-    # products brings in all of them (exact below the bound). 0 or None: every
-    # product holding a query term (exact BM25). bench/results/bounded_bm25.md
-    # measures its NDCG and latency.
-    lexical_bound: int | None = Field(10_000, ge=0)
+    # Bounded BM25: each query term brings in at most this many products, those
+    # with the term's highest BM25 weights, so a common word does not bring in
+    # most of a large catalog; a term held by at most this many products brings
+    # in all of them (exact below the bound). 0 or None: every product holding a
+    # query term (exact BM25), faster on smaller catalogs.
+    # bench/results/bounded_bm25.md and scale_1000000.md measure both.
+    lexical_bound: int | None = Field(0, ge=0)
     # HNSW candidate list size, raised to dense_depth when that is larger.
     ef_search: int = Field(100, ge=1, le=MAX_EF_SEARCH)
     # A filtered dense lane ranks the matching products exactly when the filter
