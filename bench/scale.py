@@ -267,7 +267,11 @@ def markdown(payload: dict[str, Any]) -> str:
             f"{b['p95_ms'] / a['p95_ms']:.2f} |"
         )
 
-    row("HNSW build s", vector["index_seconds"], half["index_seconds"])
+    row(
+        "indexes built s (HNSW, GIN, impacts)",
+        vector["index_seconds"],
+        half["index_seconds"],
+    )
     row("HNSW index MB", vector["index_mb"], half["index_mb"])
     row("table MB", vector["table_mb"], half["table_mb"])
     for key in vector["lexical"]:
