@@ -5,14 +5,14 @@ work itself is in :mod:`product_search.search.table`."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
 
 from product_search.database import get_engine
 from product_search.errors import UserError
 from product_search.search.index import ProductIndex
-from product_search.search.table import SearchError, SearchTable, TableSpec
+from product_search.search.table import SearchError, SearchTable, TableSpec, VectorType
 
 
 class PgVectorTableDataset(AbstractDataset[ProductIndex, SearchTable]):
@@ -52,7 +52,7 @@ class PgVectorTableDataset(AbstractDataset[ProductIndex, SearchTable]):
         table_name: str,
         dimension: int,
         schema: str | None = None,
-        vector_type: Literal["vector", "halfvec"] = "vector",
+        vector_type: VectorType = "vector",
         credentials: dict[str, Any] | None = None,
         embedded_data_dir: str = "data/09_database",
         index_args: dict[str, Any] | None = None,

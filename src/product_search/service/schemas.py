@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from product_search.search.table import SearchOptions
+from product_search.search.table import SearchOptions, VectorType
 
 
 class ErrorResponse(BaseModel):
@@ -151,7 +151,7 @@ class TableVersion(BaseModel):
     version: str
     model: str | None
     dimension: int
-    vector_type: Literal["vector", "halfvec"] = Field(
+    vector_type: VectorType = Field(
         "vector",
         description="How the table stores its vectors (halfvec: 2-byte "
         "floats); the search function casts the query vector to it.",

@@ -24,6 +24,7 @@ from product_search.search.table.types import (
     Mode,
     SearchOptions,
     TableSpec,
+    VectorType,
 )
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "SearchTable",
     "TableMissingError",
     "TableSpec",
+    "VectorType",
 ]
